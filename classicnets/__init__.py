@@ -1,0 +1,1 @@
+"""classicnets: the classic convolutional networks, faithful, runnable and understandable."""
