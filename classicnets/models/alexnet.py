@@ -1,0 +1,126 @@
+"""AlexNet (Krizhevsky, Sutskever, Hinton, "ImageNet Classification with Deep Convolutional Neural
+Networks", NeurIPS 2012) and the single-tower layout torchvision ships (Krizhevsky 2014, "One weird trick").
+
+``alexnet_paper``: 227x227 input (the paper's "224" does not give its 55x55 maps), 96-256-384-384-256
+conv channels; conv2, conv4 and conv5 only see the kernel maps on their own GPU, which is ``groups=2``;
+local response normalisation after the ReLUs of conv1 and conv2 (k=2, n=5, alpha=1e-4, beta=0.75);
+overlapping 3x3 stride-2 max-pooling; dropout 0.5 in fc6 and fc7. 60,965,224 parameters.
+PyTorch's ``LocalResponseNorm`` divides alpha by n, so we pass ``alpha * n`` to get the paper's formula.
+Init as in Section 5: weights N(0, 0.01), biases 1 in conv2, conv4, conv5 and the hidden FC layers, else 0.
+
+``alexnet``: torchvision's layout (64-192-384-256-256, no LRN, no groups), 61,100,840 parameters, with
+its state-dict keys, so torchvision weights load unchanged.
+
+Both pool adaptively to 6x6 before the classifier (the identity at the paper's input size), so any input
+of at least 63x63 (torchvision layout) or 67x67 (paper) works.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import ClassicNet
+from .registry import register_model
+
+
+class AlexNet(ClassicNet):
+    """AlexNet: ``features`` (convs), ``avgpool`` (adaptive 6x6), ``classifier`` (three FC layers)."""
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5, paper: bool = False):
+        super().__init__(num_classes, in_chans)
+        self.paper = paper
+        self.dropout = dropout
+        if paper:
+            self.default_input_size, self.min_input_size = (in_chans, 227, 227), (67, 67)
+            self.features = nn.Sequential(
+                nn.Conv2d(in_chans, 96, kernel_size=11, stride=4),
+                nn.ReLU(inplace=True),
+                nn.LocalResponseNorm(size=5, alpha=1e-4 * 5, beta=0.75, k=2.0),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+                nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),
+                nn.ReLU(inplace=True),
+                nn.LocalResponseNorm(size=5, alpha=1e-4 * 5, beta=0.75, k=2.0),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+                nn.Conv2d(256, 384, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=2),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+            )
+        else:
+            self.default_input_size, self.min_input_size = (in_chans, 224, 224), (63, 63)
+            self.features = nn.Sequential(
+                nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+                nn.Conv2d(64, 192, kernel_size=5, padding=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+                nn.Conv2d(192, 384, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(384, 256, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(256, 256, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+            )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            nn.Linear(256 * 6 * 6, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+        if paper:
+            self._paper_init()
+
+    @torch.no_grad()
+    def _paper_init(self) -> None:
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        for m in convs + linears:
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+        for m in (convs[1], convs[3], convs[4], linears[0], linears[1]):
+            nn.init.ones_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, C, 224, 224) -> (B, 256, 6, 6)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.classifier[-1] = nn.Linear(4096, num_classes)
+
+
+_ALEX = "Krizhevsky et al., ImageNet Classification with Deep Convolutional Neural Networks"
+
+
+@register_model(
+    name="alexnet", family="alexnet", paper=_ALEX, year=2012, default_input_size=(3, 224, 224),
+    default_num_classes=1000, paper_params=61_100_840, params_source="torchvision AlexNet_Weights",
+    notes="torchvision layout (one-tower, 64-192-384-256-256, no LRN); loads torchvision weights",
+    torchvision_name="alexnet",
+)  # fmt: skip
+def alexnet(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
+    return AlexNet(num_classes, in_chans, dropout=dropout, paper=False)
+
+
+@register_model(
+    name="alexnet_paper", family="alexnet", paper=_ALEX, year=2012, default_input_size=(3, 227, 227),
+    default_num_classes=1000, paper_params=60_965_224, params_source="counted from Section 3.5 / Fig. 2",
+    notes="two-GPU split as groups=2 on conv2/4/5, LRN after conv1 and conv2, 227x227 input",
+)  # fmt: skip
+def alexnet_paper(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
+    return AlexNet(num_classes, in_chans, dropout=dropout, paper=True)

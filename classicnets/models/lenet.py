@@ -1,0 +1,274 @@
+"""LeNet-5 (LeCun, Bottou, Bengio, Haffner, "Gradient-Based Learning Applied to Document Recognition", 1998).
+
+Two variants:
+
+``lenet5`` follows Section II.B of the paper layer by layer, 60,000 trainable parameters:
+
+==== ============================================== ======= ===============================
+layer what                                           output  trainable parameters
+==== ============================================== ======= ===============================
+C1   6 conv 5x5                                      6x28x28 6*(5*5*1+1)   = 156
+S2   2x2 sum * coefficient + bias, per map           6x14x14 6*2           = 12
+C3   16 conv 5x5 on a *subset* of S2 maps (Table I)  16x10x10 6*76+9*101+151 = 1,516
+S4   as S2                                           16x5x5  16*2          = 32
+C5   120 conv 5x5                                    120x1x1 120*(400+1)   = 48,120
+F6   84 units                                        84      84*(120+1)    = 10,164
+OUT  10 Euclidean RBF units, fixed centres           10      0 (not trained)
+==== ============================================== ======= ===============================
+
+Every layer up to F6 is squashed by the scaled tanh ``f(a) = 1.7159 tanh(2a/3)`` (Appendix A), and
+weights start uniform in ``+-2.4 / fan_in``.
+
+Deviations from the paper, all deliberate:
+
+* RBF centres: the paper uses hand-drawn 7x12 bitmaps of the ASCII set (Fig. 3), not published in a
+  machine-readable form. We draw our own 7x12 bitmaps of the digits 0-9 (+1 ink, -1 paper); for other
+  class counts the centres are a fixed, seeded random +-1 code. Either way they are buffers, not parameters.
+* Output and loss: the RBF unit ``i`` outputs the squared distance ``y_i = sum_j (x_j - w_ij)^2``; we return
+  ``-y_i`` as the logit, so cross-entropy on it is the paper's MAP criterion (eq. 9) without the constant
+  ``e^-j`` rubbish-class term.
+* Larger inputs: a global average pool after C5 (the identity at 32x32) lets the net take any input of at
+  least 32x32. The paper's input scaling (background -0.1, ink 1.175) is left to the data pipeline.
+
+``lenet5_modern`` is the LeNet most courses teach (d2l, mmpretrain): ReLU, max-pooling, a fully connected
+C3 and a linear output layer, 61,706 parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import ClassicNet
+from .registry import register_model
+
+# Table I of the paper: which S2 maps (0-5) each of the 16 C3 maps sees.
+C3_TABLE: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)  # fmt: skip
+
+# 7x12 bitmaps of the digits, our stand-in for the paper's Fig. 3 ("#" = ink = +1, "." = paper = -1).
+DIGIT_BITMAPS: tuple[str, ...] = (
+    ".......|..###..|.#...#.|#.....#|#.....#|#.....#|#.....#|#.....#|#.....#|.#...#.|..###..|.......",
+    ".......|...#...|..##...|.#.#...|...#...|...#...|...#...|...#...|...#...|...#...|.#####.|.......",
+    ".......|..###..|.#...#.|#.....#|......#|.....#.|....#..|...#...|..#....|.#.....|#######|.......",
+    ".......|.####..|#....#.|......#|.....#.|..###..|.....#.|......#|......#|#....#.|.####..|.......",
+    ".......|....#..|...##..|..#.#..|.#..#..|#...#..|#######|....#..|....#..|....#..|...###.|.......",
+    ".......|#######|#......|#......|#.###..|##...#.|......#|......#|#.....#|.#...#.|..###..|.......",
+    ".......|..###..|.#.....|#......|#......|#.###..|##...#.|#.....#|#.....#|.#...#.|..###..|.......",
+    ".......|#######|......#|.....#.|.....#.|....#..|....#..|...#...|...#...|..#....|..#....|.......",
+    ".......|..###..|.#...#.|#.....#|.#...#.|..###..|.#...#.|#.....#|#.....#|.#...#.|..###..|.......",
+    ".......|..###..|.#...#.|#.....#|#.....#|.#...##|..###.#|......#|.....#.|....#..|.###...|.......",
+)
+
+
+class ScaledTanh(nn.Module):
+    """LeCun's squashing function ``1.7159 * tanh(2x/3)`` (Appendix A): f(1) = 1, f(-1) = -1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
+
+
+class Subsampling(nn.Module):
+    """S2/S4: each unit sums a 2x2 patch, times one trainable coefficient per map, plus one bias per map."""
+
+    kernel_size = 2
+    stride = 2
+    padding = 0
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H/2, W/2)
+        patch_sum = F.avg_pool2d(x, 2) * 4.0
+        return patch_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+    def param_formula(self) -> str:
+        return f"2*{self.channels}"
+
+    def macs(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> int:
+        return math.prod(output_shape)  # one multiply per output unit (the 4-way sum is additions)
+
+
+class PartialConv2d(nn.Module):
+    """C3: a 5x5 convolution where output map ``o`` sees only the input maps listed in ``table[o]``.
+
+    Only the connected kernels are parameters (``weight`` is ``(connections, k, k)``), so the count is the
+    paper's; forward scatters them into a dense, mostly zero kernel and runs one ordinary convolution.
+    """
+
+    stride = 1
+    padding = 0
+
+    def __init__(self, in_channels: int, table: tuple[tuple[int, ...], ...], kernel_size: int = 5) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, len(table), kernel_size
+        self.table = table
+        flat = [o * in_channels + i for o, inputs in enumerate(table) for i in inputs]
+        self.register_buffer("index", torch.tensor(flat, dtype=torch.long), persistent=False)
+        self.weight = nn.Parameter(torch.empty(len(flat), kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(len(table)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        dense = self.weight.new_zeros(self.out_channels * self.in_channels, k, k)
+        dense = dense.index_copy(0, self.index, self.weight)
+        return F.conv2d(x, dense.view(self.out_channels, self.in_channels, k, k), self.bias)
+
+    def fan_in(self, out_map: int) -> int:
+        return len(self.table[out_map]) * self.kernel_size**2
+
+    def param_formula(self) -> str:
+        k, groups = self.kernel_size, {}
+        for inputs in self.table:
+            groups[len(inputs)] = groups.get(len(inputs), 0) + 1
+        return " + ".join(f"{n}*({size}*{k}*{k}+1)" for size, n in groups.items())
+
+    def macs(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> int:
+        h, w = output_shape[-2], output_shape[-1]
+        return h * w * self.weight.numel()
+
+
+class RBFOutput(nn.Module):
+    """Euclidean RBF output units with fixed +-1 centres; returns ``-||x - c_i||^2`` as logits."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.in_features, self.num_classes = in_features, num_classes
+        self.register_buffer("centres", self.make_centres(in_features, num_classes))
+
+    @staticmethod
+    def make_centres(in_features: int, num_classes: int) -> torch.Tensor:
+        if num_classes == 10 and in_features == 84:
+            bits = [[1.0 if ch == "#" else -1.0 for ch in bmp.replace("|", "")] for bmp in DIGIT_BITMAPS]
+            return torch.tensor(bits)
+        generator = torch.Generator().manual_seed(0)  # a fixed code, the same on every machine
+        return torch.randint(0, 2, (num_classes, in_features), generator=generator).float() * 2 - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 84) -> (B, num_classes)
+        c = self.centres.to(x.dtype)
+        sq_dist = (x * x).sum(1, keepdim=True) - 2 * x @ c.t() + (c * c).sum(1)
+        return -sq_dist
+
+    def param_formula(self) -> str:
+        return ""
+
+    def macs(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> int:
+        return self.in_features * self.num_classes
+
+
+class LeNet5(ClassicNet):
+    """LeNet-5 as in the paper (see the module docstring for the layer table and deviations)."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
+        super().__init__(num_classes, in_chans)
+        self.default_input_size = (in_chans, 32, 32)
+        self.min_input_size = (32, 32)
+        self.features = nn.Sequential(OrderedDict(
+            c1=nn.Conv2d(in_chans, 6, 5), act1=ScaledTanh(),
+            s2=Subsampling(6), act2=ScaledTanh(),
+            c3=PartialConv2d(6, C3_TABLE), act3=ScaledTanh(),
+            s4=Subsampling(16), act4=ScaledTanh(),
+            c5=nn.Conv2d(16, 120, 5), act5=ScaledTanh(),
+        ))  # fmt: skip
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.f6 = nn.Linear(120, 84)
+        self.act6 = ScaledTanh()
+        self.output = RBFOutput(84, num_classes)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Uniform in +-2.4/F_i, F_i the fan-in of the unit (Appendix A); biases start at zero."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                fan_in = m.weight[0].numel()
+                nn.init.uniform_(m.weight, -2.4 / fan_in, 2.4 / fan_in)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, Subsampling):
+                nn.init.uniform_(m.weight, -2.4 / 4, 2.4 / 4)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, PartialConv2d):
+                start = 0
+                for o, inputs in enumerate(m.table):
+                    bound = 2.4 / m.fan_in(o)
+                    nn.init.uniform_(m.weight[start : start + len(inputs)], -bound, bound)
+                    start += len(inputs)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, 1, 32, 32) -> (B, 120, 1, 1)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.global_pool(x).flatten(1)  # (B, 120)
+        return self.output(self.act6(self.f6(x)))  # (B, 84) -> (B, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        return self.output
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.output = RBFOutput(84, num_classes)
+
+
+class LeNet5Modern(ClassicNet):
+    """The modern LeNet-5: ReLU, 2x2 max-pool, full C3, linear output (61,706 parameters)."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
+        super().__init__(num_classes, in_chans)
+        self.default_input_size = (in_chans, 32, 32)
+        self.min_input_size = (32, 32)
+        self.features = nn.Sequential(OrderedDict(
+            c1=nn.Conv2d(in_chans, 6, 5), act1=nn.ReLU(inplace=True), s2=nn.MaxPool2d(2),
+            c3=nn.Conv2d(6, 16, 5), act3=nn.ReLU(inplace=True), s4=nn.MaxPool2d(2),
+            c5=nn.Conv2d(16, 120, 5), act5=nn.ReLU(inplace=True),
+        ))  # fmt: skip
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.f6 = nn.Linear(120, 84)
+        self.act6 = nn.ReLU(inplace=True)
+        self.output = nn.Linear(84, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, C, 32, 32) -> (B, 120, 1, 1)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.global_pool(x).flatten(1)
+        return self.output(self.act6(self.f6(x)))
+
+    def get_classifier(self) -> nn.Module:
+        return self.output
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.output = nn.Linear(84, num_classes)
+
+
+_LECUN = "LeCun et al., Gradient-Based Learning Applied to Document Recognition"
+
+
+@register_model(
+    name="lenet5", family="lenet", paper=_LECUN, year=1998, default_input_size=(1, 32, 32),
+    default_num_classes=10, paper_params=60_000, params_source="LeCun et al. 1998, Section II.B",
+    notes="paper-faithful: scaled tanh, trainable subsampling, C3 connection table, fixed RBF output",
+)  # fmt: skip
+def lenet5(num_classes: int = 10, in_chans: int = 1) -> LeNet5:
+    return LeNet5(num_classes, in_chans)
+
+
+@register_model(
+    name="lenet5_modern", family="lenet", paper=_LECUN, year=1998, default_input_size=(1, 32, 32),
+    default_num_classes=10, paper_params=61_706, params_source="d2l.ai and mmpretrain LeNet-5",
+    notes="modern: ReLU, max-pool, full C3, linear output",
+)  # fmt: skip
+def lenet5_modern(num_classes: int = 10, in_chans: int = 1) -> LeNet5Modern:
+    return LeNet5Modern(num_classes, in_chans)

@@ -1,0 +1,251 @@
+"""ResNet (He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016), ImageNet
+models 18-152 in torchvision's layout, and their *plain twins* (the same net with every skip removed).
+
+``ResNet(block, [2, 2, 2, 2])`` is the whole architecture: a 7x7 stride-2 stem and a 3x3 max-pool, four
+stages of residual blocks with 64-128-256-512 base widths (the first block of stages 2-4 halves the
+resolution), global average pooling and one FC layer. Shortcut option B (Section 3.3): identity where the
+shape is unchanged, a 1x1 projection + BN where it changes; option ``"none"`` removes the skip connections,
+and with them the projections, giving the "plain" baselines of Table 2 / Fig. 4.
+
+Bottleneck puts the stride on its 3x3 conv (the "ResNet v1.5" torchvision and timm use; the paper strides
+the first 1x1). Parameter counts and state-dict keys (``conv1``, ``bn1``, ``layer1``-``layer4``, ``fc``)
+are torchvision's, so its weights load unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Type
+
+import torch
+from torch import nn
+
+from .base import ClassicNet
+from .registry import register_model
+
+SHORTCUTS = ("A", "B", "none")
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs; ``out = relu(F(x) + shortcut(x))``, or ``relu(F(x))`` in a plain twin."""
+
+    expansion = 1
+
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, skip: bool = True
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.has_skip = skip
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.has_skip:
+            identity = x
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out = out + identity
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided), 1x1 expand by 4; shortcut as in BasicBlock."""
+
+    expansion = 4
+
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, skip: bool = True
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.has_skip = skip
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.has_skip:
+            identity = x
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out = out + identity
+        return self.relu(out)
+
+
+class PadShortcut(nn.Module):
+    """Option A: subsample by taking every ``stride``-th pixel and zero-pad the new channels (no parameters).
+
+    He et al. Section 3.3 / 4.2; the padding is split evenly between both ends of the channel axis, as in
+    the widely used reproduction, so parameter counts match Table 6.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        extra = out_planes - in_planes
+        self.pad_front, self.pad_back = extra // 2, extra - extra // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
+
+
+def make_shortcut(shortcut: str, inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
+    """The module a block adds to its residual, or None for the identity (or for a plain block)."""
+    if shortcut == "none" or (stride == 1 and inplanes == outplanes):
+        return None
+    if shortcut == "A":
+        return PadShortcut(inplanes, outplanes, stride)
+    return nn.Sequential(conv1x1(inplanes, outplanes, stride), nn.BatchNorm2d(outplanes))
+
+
+def check_shortcut(shortcut: str, zero_init_residual: bool) -> None:
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+    if shortcut == "none" and zero_init_residual:
+        raise ValueError(
+            "zero_init_residual=True would make every block of a plain net output zero; "
+            "use it only with a residual shortcut ('A' or 'B')"
+        )
+
+
+def init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
+    """He init for convs (fan_out, as torchvision), BN to (1, 0); optionally zero each block's last BN so
+    every residual block starts as the identity (Goyal et al. 2017)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        for m in model.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                nn.init.zeros_(m.last_bn().weight)
+
+
+class ResNet(ClassicNet):
+    """ImageNet ResNet. ``stem="cifar"`` swaps the 7x7/2 conv + max-pool for one 3x3/1 conv (for 32x32)."""
+
+    def __init__(
+        self,
+        block: Type[BasicBlock | Bottleneck],
+        layers: list[int],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        shortcut: str = "B",
+        zero_init_residual: bool = False,
+        stem: str = "imagenet",
+    ) -> None:
+        super().__init__(num_classes, in_chans)
+        check_shortcut(shortcut, zero_init_residual)
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        self.shortcut, self.stem = shortcut, stem
+        self.default_input_size = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
+        self.min_input_size = (1, 1)  # every conv and pool is padded, so even 1x1 flows through
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.conv1 = conv3x3(in_chans, 64)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.inplanes = 64
+        self.layer1 = self._make_layer(block, 64, layers[0], 1)
+        self.layer2 = self._make_layer(block, 128, layers[1], 2)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.num_features = 512 * block.expansion
+        self.fc = nn.Linear(self.num_features, num_classes)
+        init_resnet(self, zero_init_residual)
+
+    def _make_layer(self, block: Type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int) -> nn.Sequential:
+        layers = []
+        for i in range(blocks):
+            s = stride if i == 0 else 1
+            down = make_shortcut(self.shortcut, self.inplanes, planes * block.expansion, s)
+            layers.append(block(self.inplanes, planes, s, down, skip=self.shortcut != "none"))
+            self.inplanes = planes * block.expansion
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
+        x = self.layer2(self.layer1(x))  # (B, 128*e, H/8, W/8)
+        return self.layer4(self.layer3(x))  # (B, 512*e, H/32, W/32)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+
+_HE = "He et al., Deep Residual Learning for Image Recognition"
+_DEPTHS: dict[int, tuple[Type[BasicBlock | Bottleneck], list[int], int]] = {
+    18: (BasicBlock, [2, 2, 2, 2], 11_689_512),
+    34: (BasicBlock, [3, 4, 6, 3], 21_797_672),
+    50: (Bottleneck, [3, 4, 6, 3], 25_557_032),
+    101: (Bottleneck, [3, 4, 23, 3], 44_549_160),
+    152: (Bottleneck, [3, 8, 36, 3], 60_192_808),
+}
+
+
+def _register_imagenet(depth: int, plain: bool) -> None:
+    block, layers, tv_params = _DEPTHS[depth]
+    name = f"{'plain' if plain else 'resnet'}{depth}"
+
+    def builder(
+        num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+    ) -> ResNet:
+        return ResNet(block, layers, num_classes, in_chans, "none" if plain else "B", zero_init_residual, stem)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"{'Plain twin of ' if plain else ''}ResNet-{depth} ({block.__name__}, {layers})."
+    register_model(
+        name=name, family="resnet", paper=_HE, year=2016, default_input_size=(3, 224, 224),
+        default_num_classes=1000, paper_params=None if plain else tv_params,
+        params_source="no published count (= resnet minus its projection shortcuts)" if plain
+        else "torchvision ResNet weights metadata (= timm)",
+        notes=("plain twin: skip connections and projections removed" if plain
+               else "shortcut option B, stride on the 3x3 (v1.5); loads torchvision weights"),
+        torchvision_name=None if plain else name, residual=not plain,
+    )(builder)  # fmt: skip
+    globals()[name] = builder
+
+
+for _depth in _DEPTHS:
+    for _plain in (False, True):
+        _register_imagenet(_depth, _plain)

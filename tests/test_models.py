@@ -1,0 +1,220 @@
+"""The model zoo: every registered model builds, runs, learns, pickles; counts and layouts are exact."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torchvision
+
+from classicnets import create_model, list_models, model_card
+from classicnets.models.lenet import C3_TABLE, DIGIT_BITMAPS, LeNet5
+from classicnets.models.resnet import BasicBlock
+
+# The two 1202-layer nets are slow on 2 cores; they are covered by the count test and the slow suite.
+FAST_MODELS = [n for n in list_models() if not n.endswith("1202")]
+
+
+def small_input(name: str, batch: int = 2, in_chans: int | None = None) -> torch.Tensor:
+    card = model_card(name)
+    c, h, w = card.default_input_size
+    if card.family in ("vgg", "resnet"):
+        h = w = 64  # every size >= the minimum works; 64 keeps the tests quick
+    elif card.family == "alexnet":
+        h = w = max(h // 2, 67)
+    return torch.randn(batch, in_chans or c, h, w, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", FAST_MODELS)
+def test_forward_backward_and_pickle(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7)
+    x = small_input(name).requires_grad_(True)
+    out = model(x)
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0, "no gradient reached the input"
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in trained), "a parameter got no gradient"
+    model.eval()
+    clone = pickle.loads(pickle.dumps(model))
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), model(x))
+
+
+@pytest.mark.parametrize("name", FAST_MODELS)
+def test_in_chans_and_interface(name: str) -> None:
+    model = create_model(name, num_classes=5, in_chans=1).eval()
+    x = small_input(name, in_chans=1)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.dim() == 4
+        torch.testing.assert_close(model.forward_head(feats), model(x))
+    model.reset_classifier(3)
+    assert model.num_classes == 3
+    with torch.no_grad():
+        assert model(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_exact_parameter_counts(name: str) -> None:
+    card = model_card(name)
+    with torch.device("meta"):
+        model = create_model(name)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if card.paper_params is not None:
+        assert trainable == card.paper_params
+    if name.startswith("plain") and card.family == "cifar_resnet":
+        with torch.device("meta"):
+            twin = create_model(name.replace("plain", "resnet"))
+        assert trainable == sum(p.numel() for p in twin.parameters())
+
+
+def test_reference_counts_from_the_papers() -> None:
+    """The figures in REFERENCE.md, written out so a wrong card cannot hide a wrong model."""
+    expected = {
+        "lenet5": 60_000, "lenet5_modern": 61_706, "alexnet": 61_100_840, "alexnet_paper": 60_965_224,
+        "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240,
+        "vgg16_bn": 138_365_992, "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+        "resnet101": 44_549_160, "resnet152": 60_192_808, "resnet20": 269_722, "resnet32": 464_154,
+        "resnet44": 658_586, "resnet56": 853_018, "resnet110": 1_727_962, "resnet1202": 19_421_274,
+    }  # fmt: skip
+    for name, count in expected.items():
+        with torch.device("meta"):
+            model = create_model(name)
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == count, name
+
+
+def test_lenet5_paper_structure() -> None:
+    model = LeNet5()
+    sizes = sorted(len(t) for t in C3_TABLE)
+    assert sizes == [3] * 6 + [4] * 9 + [6]
+    assert all(len(set(t)) == len(t) and max(t) < 6 for t in C3_TABLE)
+    per_layer = {n: sum(p.numel() for p in m.parameters()) for n, m in model.features.named_children()}
+    assert per_layer == {"c1": 156, "act1": 0, "s2": 12, "act2": 0, "c3": 1516, "act3": 0,
+                         "s4": 32, "act4": 0, "c5": 48120, "act5": 0}  # fmt: skip
+    assert sum(p.numel() for p in model.f6.parameters()) == 10164
+    assert sum(p.numel() for p in model.output.parameters()) == 0  # the RBF layer is fixed
+    assert all(len(b.replace("|", "")) == 84 and b.count("|") == 11 for b in DIGIT_BITMAPS)
+    # C3's dense kernel is zero exactly where Table I has no connection.
+    c3 = model.features.c3
+    dense = c3.weight.new_zeros(16 * 6, 5, 5).index_copy(0, c3.index, c3.weight).view(16, 6, 5, 5)
+    for o, inputs in enumerate(C3_TABLE):
+        for i in range(6):
+            assert bool(dense[o, i].abs().sum() > 0) == (i in inputs)
+
+
+def test_lenet5_rbf_output_is_negative_squared_distance() -> None:
+    model = LeNet5().eval()
+    x = torch.randn(3, 84)
+    expected = -((x[:, None, :] - model.output.centres[None]) ** 2).sum(-1)
+    torch.testing.assert_close(model.output(x), expected)
+    assert model.output.centres.abs().eq(1).all()
+
+
+def test_lenet5_scaled_tanh() -> None:
+    act = LeNet5().features.act1
+    torch.testing.assert_close(act(torch.tensor([1.0, -1.0])), torch.tensor([1.0, -1.0]), atol=1e-4, rtol=0)
+
+
+TV_MODELS = [n for n in list_models() if model_card(n).torchvision_name]
+
+
+@pytest.mark.parametrize("name", TV_MODELS)
+def test_loads_torchvision_weights_and_matches(name: str) -> None:
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, model_card(name).torchvision_name)(weights=None).eval()
+    ours = create_model(name).eval()
+    assert list(ours.state_dict()) == list(tv.state_dict())
+    ours.load_state_dict(tv.state_dict(), strict=True)
+    x = small_input(name)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=1e-5)
+
+
+def test_zero_init_residual_block_is_identity() -> None:
+    block = BasicBlock(16, 16)
+    torch.nn.init.zeros_(block.bn2.weight)
+    x = torch.rand(4, 16, 8, 8)  # non-negative, so the final ReLU keeps it
+    for mode in (True, False):
+        block.train(mode)
+        torch.testing.assert_close(block(x), x)
+    model = create_model("resnet20", zero_init_residual=True)
+    assert all(b.bn2.weight.abs().sum() == 0 for b in model.modules() if isinstance(b, BasicBlock))
+
+
+def test_plain_twins_have_no_skips() -> None:
+    assert create_model("resnet20").num_skip_connections == 9
+    assert create_model("plain20").num_skip_connections == 0
+    with torch.device("meta"):
+        assert create_model("resnet50").num_skip_connections == 16
+        assert create_model("plain50").num_skip_connections == 0
+
+
+def test_shortcut_b_adds_projections() -> None:
+    a = create_model("resnet20")
+    b = create_model("resnet20", shortcut="B")
+    extra = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)  # two 1x1 projections, 16->32 and 32->64, each + BN
+    assert sum(p.numel() for p in b.parameters()) - sum(p.numel() for p in a.parameters()) == extra
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "resnet21"}, "resnet20"),
+        ({"name": "vgg15"}, "vgg16"),
+        ({"name": "resnet20", "in_chans": 0}, "in_chans"),
+        ({"name": "resnet20", "num_classes": -1}, "num_classes"),
+        ({"name": "resnet20", "shortcut": "C"}, "shortcut"),
+        ({"name": "plain20", "zero_init_residual": True}, "plain"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_model(**kwargs)
+
+
+def test_unknown_option_names_the_model() -> None:
+    with pytest.raises(TypeError, match="lenet5.*colour"):
+        create_model("lenet5", colour=True)
+
+
+@pytest.mark.parametrize(
+    "name, shape, message",
+    [
+        ("lenet5", (1, 1, 28, 28), "too small.*32x32"),
+        ("vgg16", (1, 3, 16, 16), "too small.*32x32"),
+        ("alexnet", (1, 3, 62, 62), "too small.*63x63"),
+        ("resnet20", (1, 1, 32, 32), "3-channel.*1 channels"),
+        ("resnet20", (3, 32, 32), "batch"),
+    ],
+)
+def test_bad_inputs_give_clear_errors(name: str, shape: tuple, message: str) -> None:
+    model = create_model(name).eval()
+    with pytest.raises(ValueError, match=message):
+        model(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", "alexnet_paper", "vgg11"])
+def test_minimum_input_size_is_exact(name: str) -> None:
+    """The smallest size the model claims to take really works, and one pixel less really does not."""
+    model = create_model(name, num_classes=3).eval()
+    h, w = model.min_input_size
+    with torch.no_grad():
+        assert model(torch.zeros(1, model.in_chans, h, w)).shape == (1, 3)
+        model.min_input_size = (1, 1)  # switch the check off: the layers themselves must fail below it
+        with pytest.raises(RuntimeError):
+            model(torch.zeros(1, model.in_chans, h - 1, w - 1))
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet5_modern", "alexnet_paper", "vgg11_bn", "resnet18", "resnet20", "plain20"])
+def test_torchscript(name: str) -> None:
+    model = create_model(name, num_classes=4).eval()
+    x = small_input(name, batch=1)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+    with pytest.raises(Exception, match="too small|channel"):
+        scripted(torch.zeros(1, model.in_chans + 1, 64, 64))
