@@ -102,6 +102,116 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace):
+    from .train.config import TrainConfig, config_from_dict, load_config_file, load_recipe, parse_set
+
+    if args.resume:
+        from pathlib import Path
+
+        saved = Path(args.resume) / "config.yaml"
+        if not Path(args.resume).is_dir():
+            raise UserError(f"resume directory {args.resume} does not exist; pass a run directory such as runs/NAME")
+        if not saved.is_file():
+            raise UserError(f"{saved} is missing, so {args.resume} is not a classicnets run directory")
+        config = load_config_file(saved)
+    elif args.recipe:
+        config = load_recipe(args.recipe)
+    else:
+        config = TrainConfig()
+    overrides = {}
+    for key in ("model", "data", "data_dir", "epochs", "batch_size", "lr", "device", "seed", "name",
+                "out_dir", "subset", "threads"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    if args.deterministic:
+        overrides["deterministic"] = True
+    if args.compile:
+        overrides["compile"] = True
+    if args.no_amp:
+        overrides["amp"] = "off"
+    if args.progress is not None:
+        overrides["progress"] = args.progress
+    config = config_from_dict(overrides, where="the command line", base=config)
+    return parse_set(args.set or [], config)
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.engine import fit
+
+    config = _train_config(args)
+    result = fit(config, resume=args.resume)
+    if result.test_acc is not None:
+        print(f"test accuracy {result.test_acc:.2%} (top-5 {result.test_top5:.2%}) of the best-validation "
+              f"checkpoint (epoch {result.best_epoch}), {result.wall_time_s:.0f} s")
+    print(f"run directory: {result.run_dir}")
+    print(f"curves: {result.run_dir / 'curves.png'}")
+    return 0
+
+
+@command("eval")
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train.inference import evaluate_checkpoint
+
+    m = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, data_dir=args.data_dir,
+                            device=args.device, out_dir=args.out)
+    print(f"{args.split}: {m['n']:,} images  top-1 {m['acc']:.2%}  top-5 {m['top5']:.2%}  loss {m['loss']:.4f}")
+    width = max(len(c) for c in m["classes"])
+    for name, acc in zip(m["classes"], m["per_class_acc"]):
+        print(f"  {name:<{width}}  {acc:.2%}")
+    print(f"confusion matrix: {m['confusion_png']}")
+    return 0
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .train.inference import predict
+
+    for item in predict(args.checkpoint, args.images, topk=args.topk, device=args.device):
+        tops = ", ".join(f"{name} {p:.1%}" for name, p in item["top"])
+        print(f"{item['image']}: {tops}")
+    return 0
+
+
+def _add_train_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a classic net; writes runs/NAME/ (config, metrics, curves, checkpoints)")
+    p.add_argument("model", nargs="?", default=None, help="a registered model (default: the recipe's)")
+    p.add_argument("--data", default=None, help="fashion-mnist, mnist, mnist-5k, cifar10, cifar100 or folder:PATH")
+    p.add_argument("--data-dir", default=None, help="look for dataset files here first")
+    p.add_argument("--recipe", default=None, help="a shipped recipe name or a YAML file")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--subset", type=int, default=None, help="train on N training images only")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--name", default=None, help="run directory name under --out-dir")
+    p.add_argument("--out-dir", default=None, help="parent of the run directory (default: runs)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--deterministic", action="store_true", help="bit-reproducible (slower) kernels")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-amp", action="store_true", help="train in fp32 (no bf16/fp16 autocast)")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None, help="force the progress bar")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. --set lr=0.05")
+
+    p = sub.add_parser("eval", help="top-1/top-5/per-class accuracy and a confusion matrix for a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", default=None, help="dataset (default: the one it was trained on)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", default="test", choices=("test", "val", "train"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="folder for the confusion matrix PNG (default: the checkpoint's)")
+
+    p = sub.add_parser("predict", help="top-k classes with probabilities for image files")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="classicnets",
@@ -126,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Other modules (training, studies, export) add their subcommands here, keeping this file thin.
-_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = []
+_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train_parsers]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,6 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"classicnets {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from .train.engine import TrainingError
+
+        if not isinstance(exc, TrainingError):
+            raise
+        print(f"classicnets {args.command}: stopped: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"classicnets {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,212 @@
+"""The training configuration: one typed dataclass, loaded from recipes (YAML) and ``--set key=value``.
+
+Loading rejects unknown keys (naming the closest known one) and wrong types (naming the key and the
+expected type); the resolved config is written to ``config.yaml`` in every run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+class ConfigError(ValueError):
+    """A bad recipe, key or value; the message names the key and how to fix it."""
+
+
+@dataclass
+class TrainConfig:
+    # what to train, on what
+    model: str = "lenet5_modern"
+    model_kwargs: dict = field(default_factory=dict)  # extra builder options, e.g. {shortcut: B}
+    data: str = "fashion-mnist"  # fashion-mnist, mnist, mnist-5k, cifar10, cifar100 or folder:PATH
+    data_dir: str | None = None  # where to look for the files first (else CLASSICNETS_DATA, system, cache)
+    download: bool = True  # download a missing dataset (verified by checksum)
+    val_fraction: float = 0.1  # held out of the training set for model selection
+    subset: int | None = None  # train on only the first N (seeded) training images
+    image_size: int | None = None  # None: the smallest size the model takes (28x28 digits -> 32x32 padded)
+    # optimisation
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps (He et al.: 64k iterations)
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: list = field(default_factory=list)  # multistep: where the lr drops, in milestone_unit
+    milestone_unit: str = "epoch"  # "epoch" or "step"
+    gamma: float = 0.1  # step/multistep: lr factor at each drop
+    step_size: float = 30  # step: epochs between drops
+    warmup_epochs: float = 0.0  # linear warm-up from warmup_factor*lr to lr
+    warmup_factor: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global gradient norm
+    ema_decay: float | None = None  # e.g. 0.999: evaluate an exponential moving average of the weights
+    # augmentation (array datasets: batched on the device; folders: torchvision transforms)
+    crop_padding: int = 0  # random crop with this much zero padding
+    hflip: bool = False
+    tta_flip: bool = False  # average predictions over the image and its mirror at evaluation
+    # speed
+    amp: str = "auto"  # auto: bf16 where the hardware has it (CPU with AVX512-BF16/AMX, CUDA), else off
+    channels_last: bool = True
+    compile: bool = False
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    num_workers: int = 2  # image folders only
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    # bookkeeping
+    seed: int = 0
+    deterministic: bool = False
+    out_dir: str = "runs"
+    name: str | None = None  # run directory name (default: MODEL-DATA-TIMESTAMP)
+    progress: bool | None = None  # progress bar (None: only when stderr is a terminal)
+    tensorboard: bool = True
+    recipe: str | None = None  # the recipe this config came from (informational)
+
+    def validate(self) -> "TrainConfig":
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("amp", self.amp, AMP_MODES)
+        _check_choice("milestone_unit", self.milestone_unit, ("epoch", "step"))
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in (0, 1), e.g. 0.999; got {self.ema_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ConfigError("schedule 'multistep' needs milestones, e.g. --set milestones=[30,60]")
+        if any(not isinstance(m, (int, float)) for m in self.milestones):
+            raise ConfigError(f"milestones must be numbers, got {self.milestones}")
+        for key in ("subset", "max_steps", "image_size", "threads"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key} must be >= 1 (or null), got {value}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def _allowed(hint: Any) -> tuple[type, ...]:
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    return tuple(typing.get_origin(a) or a for a in args)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check ``value`` against the field's type; ints are accepted where floats are expected."""
+    allowed = _allowed(_HINTS[key])
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool) and bool not in allowed:
+        pass  # a bool is an int to Python, but never a valid number here
+    elif isinstance(value, allowed):
+        return value
+    elif isinstance(value, int) and float in allowed and not isinstance(value, bool):
+        return float(value)
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    raise ConfigError(f"config key {key!r} must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def unknown_key_error(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(FIELDS)}"
+    return ConfigError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def config_from_dict(values: dict[str, Any], where: str = "config", base: TrainConfig | None = None) -> TrainConfig:
+    """Apply ``values`` on top of ``base`` (default: the defaults), checking every key and type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of key: value, got {type(values).__name__}")
+    config = dataclasses.replace(base) if base is not None else TrainConfig()
+    for key, value in values.items():
+        if key not in _HINTS:
+            raise unknown_key_error(str(key), where)
+        setattr(config, key, _coerce(key, value))
+    return config.validate()
+
+
+def recipes_dir() -> Path:
+    return Path(str(resources.files("classicnets") / "recipes"))
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str, base: TrainConfig | None = None) -> TrainConfig:
+    """Load a shipped recipe by name (``he-cifar``) or a YAML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = recipes_dir() / f"{name_or_path}.yaml"
+        if not path.is_file():
+            close = difflib.get_close_matches(name_or_path, list_recipes(), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown recipe {name_or_path!r}{hint}; shipped recipes: {', '.join(list_recipes())}")
+    if not path.is_file():
+        raise ConfigError(f"recipe file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    config = config_from_dict(values, where=str(path), base=base)
+    if config.recipe is None:
+        config.recipe = path.stem
+    return config
+
+
+def parse_set(assignments: list[str], base: TrainConfig) -> TrainConfig:
+    """Apply ``key=value`` strings (values parsed as YAML: 0.1, true, null, [30, 60], {shortcut: B})."""
+    values = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+    return config_from_dict(values, where="--set", base=base)
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+
+
+def load_config_file(path: Path) -> TrainConfig:
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    return config_from_dict(values, where=str(path))
