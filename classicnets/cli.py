@@ -236,7 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Other modules (training, studies, export) add their subcommands here, keeping this file thin.
-_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train_parsers]
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    from .export import register_cli
+
+    register_cli(sub)
+
+
+_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train_parsers, _add_export_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -131,6 +131,11 @@ def _coerce(key: str, value: Any) -> Any:
         return value
     elif isinstance(value, int) and float in allowed and not isinstance(value, bool):
         return float(value)
+    elif isinstance(value, str) and float in allowed:
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string; accept it as the number everyone means
+            return float(value)
+        except ValueError:
+            pass
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
     raise ConfigError(f"config key {key!r} must be {names}, got {value!r} ({type(value).__name__})")
 

@@ -1,0 +1,220 @@
+"""The training engine on real data: learning, run directory, exact resume, errors, CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from classicnets.train.checkpoint import CheckpointError, load_checkpoint
+from classicnets.train.config import ConfigError, TrainConfig, config_from_dict, load_recipe, list_recipes, parse_set
+from classicnets.train.engine import TrainingError, fit
+from classicnets.train.schedule import lr_at
+
+BIN = Path(sys.executable).parent / "classicnets"
+
+
+def quick(tmp_path: Path, **overrides) -> TrainConfig:
+    values = dict(model="lenet5_modern", data="fashion-mnist", subset=2000, epochs=1, batch_size=128, lr=0.05,
+                  out_dir=str(tmp_path), tensorboard=False, name="run", progress=False)  # fmt: skip
+    values.update(overrides)
+    return config_from_dict(values)
+
+
+def test_lenet5_modern_learns_fashion_mnist(tmp_path: Path) -> None:
+    cfg = load_recipe("fashion-fast")
+    cfg = config_from_dict(dict(subset=12_000, epochs=4, out_dir=str(tmp_path), name="fm", progress=False), base=cfg)
+    result = fit(cfg, log=lambda _: None)
+    assert result.test_acc is not None and result.test_acc > 0.80, result
+    run = tmp_path / "fm"
+    for name in ("config.yaml", "metrics.csv", "curves.png", "last.pt", "best.pt", "result.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "seconds"}
+    report = json.loads((run / "result.json").read_text())
+    assert report["test_acc"] == pytest.approx(result.test_acc)
+    assert "final evaluation only" in report["note"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["subset"] == 12_000 and saved["model"] == "lenet5_modern"
+    assert load_checkpoint(run / "best.pt")["data"]["input_note"] == "28x28 images zero-padded to 32x32"
+
+
+def test_paper_lenet5_learns_mnist_5k(tmp_path: Path) -> None:
+    cfg = quick(tmp_path, model="lenet5", data="mnist-5k", subset=None, epochs=6, batch_size=16, lr=0.01,
+                momentum=0.0, weight_decay=0.0, schedule="multistep", milestones=[4], amp="off", channels_last=False)
+    result = fit(cfg, log=lambda _: None)
+    assert result.test_acc > 0.90, result
+
+
+def test_resume_is_exact_in_deterministic_mode(tmp_path: Path) -> None:
+    common = dict(epochs=4, subset=600, batch_size=64, crop_padding=2, hflip=True, deterministic=True,
+                  schedule="cosine", ema_decay=0.9)  # fmt: skip
+    straight = fit(quick(tmp_path, name="straight", **common), log=lambda _: None)
+    fit(quick(tmp_path, name="split", **common), stop_after_epoch=2, log=lambda _: None)
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 2
+    resumed = fit(quick(tmp_path, name="split", **common), resume=tmp_path / "split", log=lambda _: None)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    assert resumed.test_acc == straight.test_acc
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+
+
+def test_resume_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        fit(quick(tmp_path), resume=tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        fit(quick(tmp_path), resume=tmp_path / "empty")
+    fit(quick(tmp_path, name="r"), log=lambda _: None)
+    last = tmp_path / "r" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="last.pt.*best.pt may still be loadable"):
+        fit(quick(tmp_path), resume=tmp_path / "r")
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
+    fit(quick(tmp_path, name="once"), log=lambda _: None)
+    before = (tmp_path / "once" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        fit(quick(tmp_path, name="once"), log=lambda _: None)
+    assert (tmp_path / "once" / "last.pt").read_bytes() == before
+
+
+def test_divergence_stops_with_step_and_lr_and_keeps_checkpoint(tmp_path: Path) -> None:
+    fit(quick(tmp_path, name="div", epochs=2, lr=0.01), stop_after_epoch=1, log=lambda _: None)
+    good = (tmp_path / "div" / "last.pt").read_bytes()
+    cfg = quick(tmp_path, name="div", epochs=2, lr=0.01)
+    cfg = parse_set(["lr=1e30", "schedule=constant"], cfg)
+    with pytest.raises(TrainingError, match=r"at step \d+ .*lr 1e\+30.*last.pt"):
+        fit(cfg, resume=tmp_path / "div", log=lambda _: None)
+    assert (tmp_path / "div" / "last.pt").read_bytes() == good
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"lrr": 0.1}, "unknown config key 'lrr'.*did you mean 'lr'"),
+        ({"epochs": "ten"}, "'epochs' must be int"),
+        ({"epochs": 2.5}, "'epochs' must be int"),
+        ({"hflip": "yes"}, "'hflip' must be bool"),
+        ({"lr": True}, "'lr' must be float"),
+        ({"schedule": "linear"}, "schedule must be one of"),
+        ({"schedule": "multistep"}, "needs milestones"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+    ],
+)
+def test_config_rejects_bad_values(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
+
+
+def test_set_and_recipes(tmp_path: Path) -> None:
+    cfg = parse_set(["lr=0.05", "milestones=[30, 60]", "model_kwargs={shortcut: B}", "grad_clip=null"], TrainConfig())
+    assert cfg.lr == 0.05 and cfg.milestones == [30, 60] and cfg.model_kwargs == {"shortcut": "B"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set(["lr"], TrainConfig())
+    assert {"fashion-fast", "he-cifar", "lenet5", "alexnet", "vgg"} <= set(list_recipes())
+    for name in list_recipes():
+        assert load_recipe(name).recipe == name
+    he = load_recipe("he-cifar")
+    assert (he.lr, he.momentum, he.weight_decay, he.batch_size, he.max_steps) == (0.1, 0.9, 1e-4, 128, 64000)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [0.1\nepochs: 3\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
+        load_recipe(str(bad))
+    bad.write_text("epochz: 3\n")
+    with pytest.raises(ConfigError, match="epochz.*bad.yaml.*epochs"):
+        load_recipe(str(bad))
+    with pytest.raises(ConfigError, match="unknown recipe 'he-cifr'.*he-cifar"):
+        load_recipe("he-cifr")
+
+
+def test_schedules() -> None:
+    cfg = config_from_dict(dict(lr=0.1, schedule="multistep", milestones=[32000, 48000], milestone_unit="step"))
+    assert lr_at(31999, cfg, 352, 64000) == pytest.approx(0.1)
+    assert lr_at(32000, cfg, 352, 64000) == pytest.approx(0.01)
+    assert lr_at(48000, cfg, 352, 64000) == pytest.approx(0.001)
+    warm = config_from_dict(dict(lr=0.1, schedule="cosine", warmup_epochs=1, warmup_factor=0.1))
+    assert lr_at(0, warm, 100, 1000) == pytest.approx(0.01)
+    assert lr_at(100, warm, 100, 1000) == pytest.approx(0.1)
+    assert lr_at(1000, warm, 100, 1000) == pytest.approx(0.0, abs=1e-12)
+    one = config_from_dict(dict(lr=0.4, schedule="onecycle"))
+    lrs = [lr_at(s, one, 10, 100) for s in range(100)]
+    assert max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 30 and lrs[0] == pytest.approx(0.4 / 25)
+    step = config_from_dict(dict(lr=1.0, schedule="step", step_size=2, gamma=0.5))
+    assert [lr_at(e * 10, step, 10, 100) for e in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+
+
+def test_bf16_step_close_to_fp32() -> None:
+    from classicnets import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", in_chans=1)
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    fp32 = torch.nn.functional.cross_entropy(model(x), y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = torch.nn.functional.cross_entropy(model(x).float(), y)
+    assert abs(float(fp32) - float(bf16)) < 0.02 * float(fp32)
+    cl = model.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-4, rtol=1e-4)
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+
+
+def test_cli_train_eval_predict(tmp_path: Path) -> None:
+    result = run_cli("train", "resnet20", "--data", "fashion-mnist", "--epochs", "1", "--subset", "1000",
+                     "--name", "cli", "--threads", "1", "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout and "runs/cli" in result.stdout
+    ckpt = tmp_path / "runs" / "cli" / "best.pt"
+    result = run_cli("eval", str(ckpt), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "top-1" in result.stdout and "Ankle boot" in result.stdout
+    assert (tmp_path / "runs" / "cli" / "confusion_test.png").stat().st_size > 5000
+    from PIL import Image
+
+    from classicnets.data import load_dataset
+
+    test = load_dataset("fashion-mnist").test
+    Image.fromarray(test.images[0, 0].numpy()).save(tmp_path / "boot.png")
+    result = run_cli("predict", str(ckpt), str(tmp_path / "boot.png"), "--topk", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith(str(tmp_path / "boot.png")) and line.count("%") == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "resnet21"], "unknown model 'resnet21'"),
+        (["train", "--data", "fashion-mnis"], "fashion-mnist"),
+        (["train", "--set", "lrr=1"], "did you mean 'lr'"),
+        (["train", "--set", "epochs=x"], "'epochs' must be int"),
+        (["train", "--resume", "no/such/run"], "does not exist"),
+        (["train", "--recipe", "nope"], "unknown recipe"),
+        (["eval", "missing.pt"], "no such checkpoint"),
+        (["predict", "missing.pt", "x.png"], "no such checkpoint"),
+    ],
+)
+def test_cli_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
