@@ -116,6 +116,8 @@ def _train_config(args: argparse.Namespace):
         config = load_config_file(saved)
     elif args.recipe:
         config = load_recipe(args.recipe)
+    elif args.command == "finetune":
+        config = load_recipe("finetune")
     else:
         config = TrainConfig()
     overrides = {}
@@ -124,6 +126,9 @@ def _train_config(args: argparse.Namespace):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
+    for key in ("weights", "freeze"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
     if args.deterministic:
         overrides["deterministic"] = True
     if args.compile:
@@ -148,6 +153,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run directory: {result.run_dir}")
     print(f"curves: {result.run_dir / 'curves.png'}")
     return 0
+
+
+@command("finetune")
+def cmd_finetune(args: argparse.Namespace) -> int:
+    if not args.resume and not args.weights:
+        raise UserError("finetune needs --weights FILE (a .pth/.pt state dict, a classicnets checkpoint or "
+                        ".safetensors); to train from scratch use `classicnets train`")
+    return cmd_train(args)
 
 
 @command("eval")
@@ -175,7 +188,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _add_train_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a classic net; writes runs/NAME/ (config, metrics, curves, checkpoints)")
+    train = sub.add_parser("train", help="train a classic net; writes runs/NAME/ (config, metrics, curves, checkpoints)")
+    finetune = sub.add_parser("finetune", help="fine-tune pretrained weights on your data (e.g. --data folder:PATH)")
+    _add_common_train_args(train)
+    _add_common_train_args(finetune)
+    for p in (train, finetune):
+        p.add_argument("--weights", default=None, help="start from these weights (.pth, checkpoint, .safetensors)")
+        p.add_argument("--freeze", default=None, metavar="MODULE",
+                       help="freeze the model up to this top-level module (e.g. layer3), or 'backbone'")
+    _add_inference_parsers(sub)
+
+
+def _add_common_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=None, help="a registered model (default: the recipe's)")
     p.add_argument("--data", default=None, help="fashion-mnist, mnist, mnist-5k, cifar10, cifar100 or folder:PATH")
     p.add_argument("--data-dir", default=None, help="look for dataset files here first")
@@ -197,6 +221,8 @@ def _add_train_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. --set lr=0.05")
 
+
+def _add_inference_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1/top-5/per-class accuracy and a confusion matrix for a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--data", default=None, help="dataset (default: the one it was trained on)")

@@ -37,6 +37,10 @@ class TrainConfig:
     val_fraction: float = 0.1  # held out of the training set for model selection
     subset: int | None = None  # train on only the first N (seeded) training images
     image_size: int | None = None  # None: the smallest size the model takes (28x28 digits -> 32x32 padded)
+    # fine-tuning
+    weights: str | None = None  # start from these weights (.pth/.pt state dict, checkpoint, .safetensors)
+    freeze: str | None = None  # freeze the model up to this top-level module (e.g. layer3), or "backbone"
+    backbone_lr_scale: float = 1.0  # the backbone trains at lr * this; the head at lr
     # optimisation
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps (He et al.: 64k iterations)
@@ -96,6 +100,8 @@ class TrainConfig:
             raise ConfigError("schedule 'multistep' needs milestones, e.g. --set milestones=[30,60]")
         if any(not isinstance(m, (int, float)) for m in self.milestones):
             raise ConfigError(f"milestones must be numbers, got {self.milestones}")
+        if self.backbone_lr_scale < 0:
+            raise ConfigError(f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale}")
         for key in ("subset", "max_steps", "image_size", "threads"):
             value = getattr(self, key)
             if value is not None and value < 1:

@@ -121,11 +121,24 @@ class EMA:
 
 
 # ---------------------------------------------------------------------------------------------- setup
+def _default_name(config: TrainConfig) -> str:
+    data = config.data.replace("folder:", "").strip("/").replace("/", "_")
+    return f"{config.model}-{data}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _shared_name(config: TrainConfig, info: DistInfo) -> str:
+    """Rank 0's default run name, so every process writes to (and reads from) the same directory."""
+    import torch.distributed as dist
+
+    box = [_default_name(config) if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
+
+
 def _run_dir(config: TrainConfig, resume: Path | None) -> Path:
     if resume is not None:
         return resume
-    name = config.name or f"{config.model}-{config.data.replace('folder:', '').strip('/').replace('/', '_')}-" \
-                          f"{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    name = config.name or _default_name(config)
     run_dir = Path(config.out_dir) / name
     if (run_dir / "last.pt").exists():
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
@@ -135,11 +148,50 @@ def _run_dir(config: TrainConfig, resume: Path | None) -> Path:
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """SGD or AdamW; with ``backbone_lr_scale != 1`` the backbone and head get separate lr groups.
+
+    Each group remembers its ``lr_scale`` so the schedule can set ``lr * lr_scale`` every step.
+    """
+    if config.backbone_lr_scale != 1.0:
+        from ..transfer import param_groups
+
+        groups = param_groups(model, config.lr, config.backbone_lr_scale, config.weight_decay, no_decay_1d=False)
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
+    if not any(g["params"] for g in groups):
+        raise ConfigError(f"nothing to train: every parameter of {config.model} is frozen; freeze less")
+    for group in groups:
+        group["lr_scale"] = group["lr"] / config.lr
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                                weight_decay=config.weight_decay)  # fmt: skip
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _pretrained(config: TrainConfig, data: DataBundle, say: Callable[[str], None]) -> nn.Module:
+    """The model built at the shape of ``config.weights``, loaded strictly, then adapted to ``data``."""
+    from ..transfer import adapt, find_first_conv, load_weights, read_state_dict
+
+    state, source = read_state_dict(config.weights)
+    with torch.device("meta"):
+        probe = create_model(config.model, **config.model_kwargs)
+    conv_name, _ = find_first_conv(probe)
+    head = probe.get_classifier()
+    head_name = next(n for n, m in probe.named_modules() if m is head)
+    # The source model's channels and classes, read off its first conv and its head (LeNet-5's RBF head
+    # has no weight: its fixed centres give the class count).
+    head_tensor = f"{head_name}.weight" if list(head.parameters()) else f"{head_name}.centres"
+    src = {}
+    for key, tensor_name, dim in (("in_chans", f"{conv_name}.weight", 1), ("num_classes", head_tensor, 0)):
+        if tensor_name not in state:
+            raise ValueError(f"{config.weights} has no tensor {tensor_name!r}, so it is not a {config.model} "
+                             f"state dict ({source}); pass weights saved from a {config.model}")  # fmt: skip
+        src[key] = state[tensor_name].shape[dim]
+    model = create_model(config.model, **{**config.model_kwargs, **src})
+    load_weights(model, config.weights, strict=True)
+    report = adapt(model, num_classes=len(data.classes), in_chans=data.in_chans)
+    say(f"loaded {config.weights} ({source}); {report}")
+    return model
 
 
 def _model_kwargs(config: TrainConfig, data: DataBundle) -> dict[str, Any]:
@@ -194,6 +246,8 @@ def fit(
     say = (log or _print) if info.is_main else _quiet
 
     resume_state = _load_resume(Path(resume)) if resume is not None else None
+    if info.enabled and config.name is None and resume is None:
+        config.name = _shared_name(config, info)
     run_dir = _run_dir(config, Path(resume) if resume is not None else None)
     card = model_card(config.model)  # unknown model: ValueError with close matches, before any data work
     probe = create_model(config.model, **{**config.model_kwargs, "in_chans": card.default_input_size[0]})
@@ -201,7 +255,14 @@ def fit(
     del probe
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    model = create_model(config.model, **_model_kwargs(config, data)).to(device)
+    if config.weights and resume_state is None:
+        model = _pretrained(config, data, say).to(device)
+    else:
+        model = create_model(config.model, **_model_kwargs(config, data)).to(device)
+    if config.freeze:
+        from ..transfer import freeze
+
+        freeze(model, up_to=None if config.freeze == "backbone" else config.freeze)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(config, model)
@@ -251,6 +312,10 @@ def fit(
             break
         data.train.set_epoch(epoch)
         train_model.train()
+        if config.freeze:
+            from ..transfer import set_frozen_bn_eval
+
+            set_frozen_bn_eval(model)  # frozen BatchNorm keeps its statistics
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
@@ -261,7 +326,7 @@ def fit(
                 break
             lr = lr_at(step, config, steps_per_epoch, total_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = data.transform(x)
             with autocast(device, dtype):
