@@ -167,11 +167,20 @@ def test_bf16_step_close_to_fp32() -> None:
     model = create_model("resnet20", in_chans=1)
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
     fp32 = torch.nn.functional.cross_entropy(model(x), y)
+    fp32.backward()
+    grad32 = model.conv1.weight.grad.clone()
+    model.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         bf16 = torch.nn.functional.cross_entropy(model(x).float(), y)
-    assert abs(float(fp32) - float(bf16)) < 0.02 * float(fp32)
-    cl = model.to(memory_format=torch.channels_last)
-    torch.testing.assert_close(cl(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-4, rtol=1e-4)
+    bf16.backward()
+    assert abs(fp32.item() - bf16.item()) < 0.02 * fp32.item()
+    cos = torch.nn.functional.cosine_similarity(grad32.flatten(), model.conv1.weight.grad.flatten(), dim=0)
+    assert cos > 0.95, cos
+    model.eval()
+    with torch.no_grad():
+        reference = model(x)
+        cl = model.to(memory_format=torch.channels_last)
+        torch.testing.assert_close(cl(x.contiguous(memory_format=torch.channels_last)), reference, atol=1e-4, rtol=1e-4)
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
