@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -81,6 +82,10 @@ class TrainConfig:
     recipe: str | None = None  # the recipe this config came from (informational)
 
     def validate(self) -> "TrainConfig":
+        for key, hint in _HINTS.items():  # NaN slips through every comparison below; inf is never meant
+            value = getattr(self, key)
+            if float in _allowed(hint) and isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"config key {key!r} must be a finite number, got {value}")
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("amp", self.amp, AMP_MODES)
@@ -189,6 +194,9 @@ def load_recipe(name_or_path: str, base: TrainConfig | None = None) -> TrainConf
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, an impossible date (2020-13-01), absurd nesting
+        raise ConfigError(f"{path}: not a readable YAML recipe ({type(exc).__name__}: {exc}); fix or "
+                          "replace the file") from None
     config = config_from_dict(values, where=str(path), base=base)
     if config.recipe is None:
         config.recipe = path.stem
@@ -204,7 +212,7 @@ def parse_set(assignments: list[str], base: TrainConfig) -> TrainConfig:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         try:
             values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an impossible date, 2020-13-01
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
     return config_from_dict(values, where="--set", base=base)
 
@@ -218,6 +226,6 @@ def save_config(config: TrainConfig, path: Path) -> None:
 def load_config_file(path: Path) -> TrainConfig:
     try:
         values = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     return config_from_dict(values, where=str(path))

@@ -7,6 +7,7 @@ the test set, once. The test set plays no part in any choice the run makes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -207,21 +208,32 @@ def _load_resume(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} does not exist: nothing to resume from (a run writes last.pt after its "
                           "first epoch); start a new run instead")  # fmt: skip
     try:
-        return load_checkpoint(path)
+        state = load_checkpoint(path)
     except CheckpointError as exc:
         good = run_dir / "best.pt"
         hint = f"; {good} may still be loadable" if good.is_file() else ""
         raise CheckpointError(f"cannot resume: {exc}{hint}") from None
+    for stale in run_dir.glob(".*.tmp"):  # half-written files of a process killed mid-write
+        stale.unlink(missing_ok=True)
+    return state
+
+
+@contextlib.contextmanager
+def _writing(path: Path, run_dir: Path):
+    """Turn a failed write (full disk, permissions) into a TrainingError naming the file and what is kept."""
+    try:
+        yield
+    except OSError as exc:
+        last = run_dir / "last.pt"
+        kept, then = (f"the previous checkpoint {last} and the metrics so far are intact", f"continue with --resume {run_dir}") \
+            if last.is_file() else ("no checkpoint had been written yet", "start the run again")  # fmt: skip
+        raise TrainingError(f"could not write {exc.filename or path}: {exc.strerror or exc}; {kept}. Free some space "
+                            f"(or fix the permissions) and {then}") from None  # fmt: skip
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
-    try:
+    with _writing(path, path.parent):
         save_checkpoint(path, state)
-    except OSError as exc:
-        raise TrainingError(
-            f"could not write {path}: {exc.strerror or exc}; the previous checkpoint is intact. Free some "
-            f"space (or fix the permissions) and continue with --resume {path.parent}"
-        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -294,8 +306,10 @@ def fit(
     scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
     runlog = None
     if info.is_main:
-        save_config(config, run_dir / "config.yaml")
-        runlog = RunLog(run_dir, config.tensorboard, resume_epoch=start_epoch if resume_state else None)
+        with _writing(run_dir / "config.yaml", run_dir):
+            save_config(config, run_dir / "config.yaml")
+        with _writing(run_dir / "metrics.csv", run_dir):
+            runlog = RunLog(run_dir, config.tensorboard, resume_epoch=start_epoch if resume_state else None)
         say(f"{config.model} on {data.name} ({data.sizes['train']:,} train / {data.sizes['val']:,} val / "
             f"{data.sizes['test']:,} test; {data.plan.note()}) on {device}"
             f"{', ' + str(dtype).replace('torch.', '') + ' autocast' if dtype else ''}"
@@ -334,9 +348,11 @@ def fit(
                 loss = loss_fn(logits.float(), y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
+                last = run_dir / "last.pt"
+                kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
                 raise TrainingError(
                     f"loss became {loss_value} at step {step} (epoch {epoch + 1}) with lr {lr:.4g}; "
-                    f"the last good checkpoint is {run_dir / 'last.pt'}. Try a lower lr (--set lr={lr / 10:.3g}), "
+                    f"{kept}. Try a lower lr (--set lr={lr / 10:.3g}), "
                     "a warm-up (--set warmup_epochs=1) or gradient clipping (--set grad_clip=1.0)"
                 )  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
@@ -378,12 +394,14 @@ def fit(
         if improved or (data.val is None):
             best_acc, best_epoch = row["val_acc"], epoch + 1
         if info.is_main:
+            # last.pt is written last: it is the commit point. A kill before it resumes from the previous epoch,
+            # which redoes this one and rewrites best.pt and this epoch's metrics row (RunLog drops later rows).
             state = _state(config, data, model, ema, optimizer, epoch + 1, step, best_acc, best_epoch, row, device)
-            _save(run_dir / "last.pt", state)
             if improved or data.val is None:
-                state["model"] = eval_model.state_dict()
-                _save(run_dir / "best.pt", state)
-            runlog.log_epoch(row)
+                _save(run_dir / "best.pt", {**state, "model": eval_model.state_dict()})
+            with _writing(run_dir / "metrics.csv", run_dir):
+                runlog.log_epoch(row)
+            _save(run_dir / "last.pt", state)
             history.append(row)
             say(_epoch_line(row, total_epochs))
         barrier(info)
@@ -418,7 +436,8 @@ def _finish(config, data, run_dir, model, eval_model, device, dtype, info, step,
                           "no validation split (val_fraction=0): test accuracy of the last epoch's weights"
         if test is not None:
             payload["test_per_class_acc"] = dict(zip(data.classes, test["per_class_acc"]))
-        atomic_write_bytes(run_dir / "result.json", json.dumps(payload, indent=2).encode())
+        with _writing(run_dir / "result.json", run_dir):
+            atomic_write_bytes(run_dir / "result.json", json.dumps(payload, indent=2).encode())
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from pathlib import Path
@@ -13,8 +14,14 @@ COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "ima
 def read_metrics(path: Path) -> list[dict[str, float]]:
     if not Path(path).is_file():
         return []
+    rows = []
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+        for row in csv.DictReader(f):
+            try:
+                rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+            except (TypeError, ValueError):  # a row cut short by a kill or a full disk: the epoch is redone
+                continue
+    return [r for r in rows if "epoch" in r]
 
 
 class RunLog:
@@ -32,7 +39,10 @@ class RunLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_epoch)
+            # Events are logged at step = epoch (1-based); a resume after epoch k keeps steps <= k.
+            purge = resume_epoch + 1 if resume_epoch is not None else None
+            with _naming(self.run_dir / "tensorboard"):
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def _rewrite(self) -> None:
         from .checkpoint import atomic_write_bytes
@@ -42,17 +52,19 @@ class RunLog:
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with open(self.csv_path, "a") as f:
+        with _naming(self.csv_path), open(self.csv_path, "a") as f:
             f.write(",".join(_fmt(row.get(c)) for c in COLUMNS) + "\n")
             f.flush()
             os.fsync(f.fileno())
         if self.writer is not None:
-            for key in COLUMNS[1:]:
-                if row.get(key) is not None:
-                    group = "loss" if key.endswith("loss") else "accuracy" if key.endswith("acc") else "speed"
-                    self.writer.add_scalar(f"{group}/{key}", row[key], int(row["epoch"]))
-            self.writer.flush()
-        self.plot()
+            with _naming(self.run_dir / "tensorboard"):
+                for key in COLUMNS[1:]:
+                    if row.get(key) is not None:
+                        group = "loss" if key.endswith("loss") else "accuracy" if key.endswith("acc") else "speed"
+                        self.writer.add_scalar(f"{group}/{key}", row[key], int(row["epoch"]))
+                self.writer.flush()
+        with _naming(self.run_dir / "curves.png"):
+            self.plot()
 
     def plot(self) -> Path | None:
         if not self.rows:
@@ -62,6 +74,16 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """Make an OSError (e.g. a full disk) name the file the run log was writing."""
+    try:
+        yield
+    except OSError as exc:
+        exc.filename = str(path)
+        raise
 
 
 def _fmt(value: Any) -> str:
@@ -93,7 +115,12 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str = "") -> Pa
     fig.suptitle(title)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return path
