@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import ClassicNet
+from .base import FeaturesClassifierNet
 from .registry import register_model
 
 
-class AlexNet(ClassicNet):
+class AlexNet(FeaturesClassifierNet):
     """AlexNet: ``features`` (convs), ``avgpool`` (adaptive 6x6), ``classifier`` (three FC layers)."""
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5, paper: bool = False):
@@ -89,19 +89,6 @@ class AlexNet(ClassicNet):
             nn.init.zeros_(m.bias)
         for m in (convs[1], convs[3], convs[4], linears[0], linears[1]):
             nn.init.ones_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # (B, C, 224, 224) -> (B, 256, 6, 6)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[-1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier[-1] = nn.Linear(4096, num_classes)
 
 
 _ALEX = "Krizhevsky et al., ImageNet Classification with Deep Convolutional Neural Networks"

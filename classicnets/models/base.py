@@ -89,3 +89,38 @@ class ClassicNet(nn.Module):
     def num_skip_connections(self) -> int:
         """How many residual additions the forward pass performs (0 for plain nets)."""
         return sum(1 for m in self.modules() if getattr(m, "has_skip", False))
+
+
+class FeaturesClassifierNet(ClassicNet):
+    """The AlexNet/VGG layout: ``features`` (convs), ``avgpool`` (adaptive), ``classifier`` (FC layers, the
+    last of which is the head)."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.classifier[-1] = nn.Linear(self.classifier[-1].in_features, num_classes)
+
+
+class GlobalPoolNet(ClassicNet):
+    """The ResNet layout: global average pooling (``avgpool``) and one linear head ``fc`` on
+    ``num_features`` channels."""
+
+    num_features: int
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)

@@ -25,14 +25,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import ClassicNet
+from .base import GlobalPoolNet
 from .registry import register_model
 from .resnet import BasicBlock, check_shortcut, conv3x3, init_resnet, make_shortcut
 
 CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
 
 
-class CifarResNet(ClassicNet):
+class CifarResNet(GlobalPoolNet):
     def __init__(
         self,
         depth: int,
@@ -74,16 +74,6 @@ class CifarResNet(ClassicNet):
         x = self.relu(self.bn1(self.conv1(x)))  # (B, 16, 32, 32)
         x = self.layer2(self.layer1(x))  # (B, 32, 16, 16)
         return self.layer3(x)  # (B, 64, 8, 8)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
 
 
 _HE = "He et al., Deep Residual Learning for Image Recognition"

@@ -167,7 +167,28 @@ class RBFOutput(nn.Module):
         return self.in_features * self.num_classes
 
 
-class LeNet5(ClassicNet):
+class _LeNet(ClassicNet):
+    """What both LeNets share: ``features`` (C1-C5), a global pool (the identity at 32x32), F6, ``output``."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, C, 32, 32) -> (B, 120, 1, 1)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.global_pool(x).flatten(1)  # (B, 120)
+        return self.output(self.act6(self.f6(x)))  # (B, 84) -> (B, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        return self.output
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.output = self.make_output(num_classes)
+
+    def make_output(self, num_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+
+class LeNet5(_LeNet):
     """LeNet-5 as in the paper (see the module docstring for the layer table and deviations)."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
@@ -184,8 +205,11 @@ class LeNet5(ClassicNet):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.f6 = nn.Linear(120, 84)
         self.act6 = ScaledTanh()
-        self.output = RBFOutput(84, num_classes)
+        self.output = self.make_output(num_classes)
         self.reset_parameters()
+
+    def make_output(self, num_classes: int) -> nn.Module:
+        return RBFOutput(84, num_classes)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -206,22 +230,8 @@ class LeNet5(ClassicNet):
                     start += len(inputs)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # (B, 1, 32, 32) -> (B, 120, 1, 1)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.global_pool(x).flatten(1)  # (B, 120)
-        return self.output(self.act6(self.f6(x)))  # (B, 84) -> (B, num_classes)
-
-    def get_classifier(self) -> nn.Module:
-        return self.output
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.output = RBFOutput(84, num_classes)
-
-
-class LeNet5Modern(ClassicNet):
+class LeNet5Modern(_LeNet):
     """The modern LeNet-5: ReLU, 2x2 max-pool, full C3, linear output (61,706 parameters)."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
@@ -236,21 +246,10 @@ class LeNet5Modern(ClassicNet):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.f6 = nn.Linear(120, 84)
         self.act6 = nn.ReLU(inplace=True)
-        self.output = nn.Linear(84, num_classes)
+        self.output = self.make_output(num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # (B, C, 32, 32) -> (B, 120, 1, 1)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.global_pool(x).flatten(1)
-        return self.output(self.act6(self.f6(x)))
-
-    def get_classifier(self) -> nn.Module:
-        return self.output
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.output = nn.Linear(84, num_classes)
+    def make_output(self, num_classes: int) -> nn.Module:
+        return nn.Linear(84, num_classes)
 
 
 _LECUN = "LeCun et al., Gradient-Based Learning Applied to Document Recognition"

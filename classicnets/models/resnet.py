@@ -19,7 +19,7 @@ from typing import Type
 import torch
 from torch import nn
 
-from .base import ClassicNet
+from .base import GlobalPoolNet
 from .registry import register_model
 
 SHORTCUTS = ("A", "B", "none")
@@ -33,7 +33,20 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-class BasicBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """What BasicBlock and Bottleneck share: ``relu(F(x) + shortcut(x))``, or ``relu(F(x))`` when
+    ``has_skip`` is False (the plain twin). Subclasses set ``downsample``, ``has_skip`` and ``relu``."""
+
+    def merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.has_skip:
+            identity = x
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out = out + identity
+        return self.relu(out)
+
+
+class BasicBlock(ResidualBlock):
     """Two 3x3 convs; ``out = relu(F(x) + shortcut(x))``, or ``relu(F(x))`` in a plain twin."""
 
     expansion = 1
@@ -55,16 +68,10 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.has_skip:
-            identity = x
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            out = out + identity
-        return self.relu(out)
+        return self.merge(self.bn2(self.conv2(out)), x)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3 (strided), 1x1 expand by 4; shortcut as in BasicBlock."""
 
     expansion = 4
@@ -89,13 +96,7 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.has_skip:
-            identity = x
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            out = out + identity
-        return self.relu(out)
+        return self.merge(self.bn3(self.conv3(out)), x)
 
 
 class PadShortcut(nn.Module):
@@ -146,11 +147,11 @@ def init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
             nn.init.zeros_(m.bias)
     if zero_init_residual:
         for m in model.modules():
-            if isinstance(m, (BasicBlock, Bottleneck)):
+            if isinstance(m, ResidualBlock):
                 nn.init.zeros_(m.last_bn().weight)
 
 
-class ResNet(ClassicNet):
+class ResNet(GlobalPoolNet):
     """ImageNet ResNet. ``stem="cifar"`` swaps the 7x7/2 conv + max-pool for one 3x3/1 conv (for 32x32)."""
 
     def __init__(
@@ -201,16 +202,6 @@ class ResNet(ClassicNet):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
         x = self.layer2(self.layer1(x))  # (B, 128*e, H/8, W/8)
         return self.layer4(self.layer3(x))  # (B, 512*e, H/32, W/32)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
 
 
 _HE = "He et al., Deep Residual Learning for Image Recognition"

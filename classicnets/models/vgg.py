@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import ClassicNet
+from .base import FeaturesClassifierNet
 from .registry import register_model
 
 CONFIGS: dict[str, list[int | str]] = {
@@ -40,7 +40,7 @@ def make_layers(config: list[int | str], in_chans: int, batch_norm: bool) -> nn.
     return nn.Sequential(*layers)
 
 
-class VGG(ClassicNet):
+class VGG(FeaturesClassifierNet):
     def __init__(
         self, config: str, num_classes: int = 1000, in_chans: int = 3, batch_norm: bool = False, dropout: float = 0.5
     ) -> None:
@@ -73,19 +73,6 @@ class VGG(ClassicNet):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # (B, C, 224, 224) -> (B, 512, 7, 7)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier[-1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier[-1] = nn.Linear(4096, num_classes)
 
 
 _VGG = "Simonyan and Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition"
