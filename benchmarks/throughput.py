@@ -1,0 +1,364 @@
+"""Training throughput (images/s) of classicnets vs the standard PyTorch recipe, side by side.
+
+    python benchmarks/throughput.py                 # all models, a few minutes on 2 cores
+    python benchmarks/throughput.py --quick         # lenet5_modern + resnet20, short repeats
+    python benchmarks/throughput.py --models resnet20,resnet56 --repeats 7
+    python benchmarks/throughput.py --ablation      # add the intermediate variants (one technique at a time)
+    python benchmarks/throughput.py --device cuda --compile
+
+Both paths train the same architecture (torchvision's where one exists) on the same uint8 images with the
+same augmentation (pad + random crop + horizontal flip):
+
+* ``standard``: torchvision-style per-sample transforms through a DataLoader, fp32, NCHW, plain loop;
+* ``classicnets``: the library's InMemoryLoader (whole dataset on the device, batched augmentation),
+  bf16 autocast (where the hardware multiplies bf16 natively), channels_last, and the engine's step.
+
+Each repeat times ``--steps`` optimizer steps of every variant in turn (baseline first, then the others),
+so load from other processes hits all of them alike; the figures are medians over the repeats. Achieved
+GFLOP/s counts the forward MACs from ``classicnets.analysis.summary`` x2 (multiply-add) x3 (forward +
+backward); the peaks are measured in the same run with a 4096^3 matmul. Peak memory is each variant's
+VmHWM (peak resident set, /proc/self/status) in a fresh subprocess that runs a few of its steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _common as C  # noqa: E402
+
+
+@dataclass
+class Spec:
+    input: tuple[int, int, int]  # what the model sees (C, H, W)
+    batch: int
+    steps: int  # steps per timed repeat
+    data: str = "random"  # "fashion-mnist" (real, 28x28 padded to 32) or random uint8 images of `input`
+    crop_padding: int = 4
+    quick_steps: int | None = None
+
+
+SPECS: dict[str, Spec] = {
+    "lenet5_modern": Spec((1, 32, 32), 256, 60, data="fashion-mnist", crop_padding=2, quick_steps=40),
+    "resnet20": Spec((3, 32, 32), 128, 8, quick_steps=5),
+    "resnet56": Spec((3, 32, 32), 128, 4),
+    "resnet18": Spec((3, 32, 32), 128, 2),
+    "alexnet": Spec((3, 224, 224), 16, 4),
+    "vgg16": Spec((3, 224, 224), 16, 2),
+}
+QUICK = ("lenet5_modern", "resnet20")
+
+
+@dataclass
+class Variant:
+    name: str
+    loader: str  # "standard" or "memory"
+    amp: bool
+    channels_last: bool
+    compile: bool = False
+    batch: int | None = None  # None: the spec's batch
+    fused: bool = False  # fused SGD (one kernel for all parameters)
+    notes: list[str] = field(default_factory=list)
+
+
+def variants(args: argparse.Namespace, model: str) -> list[Variant]:
+    out = [Variant("standard", "standard", False, False)]
+    if args.ablation:
+        out += [
+            Variant("memory loader, fp32 NCHW", "memory", False, False),
+            Variant("+ channels_last", "memory", False, True),
+            Variant("+ bf16 (classicnets)", "memory", True, True),
+            Variant("+ fused SGD", "memory", True, True, fused=True),
+        ]
+        if args.batch2:
+            out.append(Variant(f"classicnets, batch x2", "memory", True, True, batch=SPECS[model].batch * 2))
+    else:
+        out.append(Variant("classicnets", "memory", True, True, compile=args.compile and model != "lenet5_modern"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- models
+def build_model(name: str, path: str, num_classes: int, in_chans: int):
+    """torchvision's architecture where one exists (standard path), the classicnets one otherwise."""
+    import torchvision
+    from torch import nn
+
+    from classicnets import create_model
+
+    if path == "standard" and name == "alexnet":
+        return torchvision.models.alexnet(num_classes=num_classes)
+    if path == "standard" and name == "vgg16":
+        return torchvision.models.vgg16(num_classes=num_classes)
+    if path == "standard" and name == "resnet18":  # the usual CIFAR stem: 3x3/1 conv, no max-pool
+        m = torchvision.models.resnet18(num_classes=num_classes)
+        m.conv1 = nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False)
+        m.maxpool = nn.Identity()
+        return m
+    kwargs = {"stem": "cifar"} if name == "resnet18" else {}
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def forward_macs(name: str, spec: Spec) -> int:
+    from classicnets import create_model
+    from classicnets.analysis.summary import summary
+
+    import torch
+
+    kwargs = {"stem": "cifar"} if name == "resnet18" else {}
+    with torch.device("meta"):
+        m = create_model(name, num_classes=10, in_chans=spec.input[0], **kwargs)
+    return summary(m, spec.input).total_macs
+
+
+# ---------------------------------------------------------------------------------------------- data
+def dataset(spec: Spec, n: int, seed: int = 0):
+    """uint8 images (N, C, H, W), int64 labels, mean, std, pad_to."""
+    import torch
+
+    if spec.data == "fashion-mnist":
+        from classicnets.data import load_dataset
+
+        s = load_dataset("fashion-mnist", quiet=True)
+        return s.train.images, s.train.labels, s.mean, s.std, spec.input[-1]
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = spec.input
+    images = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return images, labels, (0.5,) * c, (0.25,) * c, None
+
+
+class Endless:
+    """Iterate a loader forever (a new epoch when one ends), as a training run does."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader, self.epoch, self.it = loader, 0, None
+
+    def next(self):
+        while True:
+            if self.it is None:
+                if hasattr(self.loader, "set_epoch"):
+                    self.loader.set_epoch(self.epoch)
+                self.it, self.epoch = iter(self.loader), self.epoch + 1
+            try:
+                return next(self.it)
+            except StopIteration:
+                self.it = None
+
+
+# ---------------------------------------------------------------------------------------------- runners
+class Runner:
+    """One variant: its model, optimizer, loader and step, ready to time."""
+
+    def __init__(self, model_name: str, spec: Spec, v: Variant, data: tuple, device: str, workers: int) -> None:
+        import torch
+        from torch import nn
+
+        from classicnets.data import ArrayDataset, InMemoryLoader
+        from classicnets.train.hardware import amp_dtype
+
+        images, labels, mean, std, pad_to = data
+        self.device, self.v = torch.device(device), v
+        self.batch = v.batch or spec.batch
+        torch.manual_seed(0)
+        model = build_model(model_name, v.loader, 10, spec.input[0]).to(self.device)
+        if v.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.train_model = torch.compile(model) if v.compile else model
+        kw = {"fused": True} if v.fused else {}
+        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, **kw)
+        self.dtype = amp_dtype("auto", self.device) if v.amp else None
+        self.params = sum(p.numel() for p in model.parameters())
+        if v.loader == "standard":
+            loader = C.standard_loader(images, labels, self.batch, pad_to=pad_to, crop_padding=spec.crop_padding,
+                                       hflip=True, mean=mean, std=std, num_workers=workers)
+            self.step = self._standard_step
+        else:
+            loader = InMemoryLoader(ArrayDataset(images, labels), self.batch, shuffle=True, device=self.device,
+                                    mean=mean, std=std, pad_to=pad_to, crop_padding=spec.crop_padding,
+                                    hflip=True, channels_last=v.channels_last)
+            self.step = self._classicnets_step
+            self.loss_fn = nn.CrossEntropyLoss(label_smoothing=0.0)
+        self.data = Endless(loader)
+
+    def _standard_step(self) -> int:
+        """The plain loop from the PyTorch tutorials."""
+        import torch.nn.functional as F
+
+        x, y = self.data.next()
+        x, y = x.to(self.device), y.to(self.device)
+        self.opt.zero_grad()
+        loss = F.cross_entropy(self.model(x), y)
+        loss.backward()
+        self.opt.step()
+        self.running = loss.item()
+        return len(y)
+
+    def _classicnets_step(self) -> int:
+        """The body of classicnets.train.engine.fit's loop (lr set, autocast, loss check, step, metrics)."""
+        from classicnets.train.hardware import autocast
+
+        x, y = self.data.next()
+        for group in self.opt.param_groups:
+            group["lr"] = 0.01
+        with autocast(self.device, self.dtype):
+            logits = self.train_model(x)
+            loss = self.loss_fn(logits.float(), y)
+        if not math.isfinite(loss.item()):
+            raise RuntimeError("loss diverged")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.correct = (logits.argmax(1) == y).sum()
+        return len(y)
+
+    def time(self, steps: int) -> float:
+        """Images per second over ``steps`` steps, data loading included."""
+        C.sync(self.device)
+        t0, n = time.perf_counter(), 0
+        for _ in range(steps):
+            n += self.step()
+        C.sync(self.device)
+        return n / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def memory_child(argv: list[str]) -> None:
+    """``--memory-child MODEL VARIANT_JSON``: build one variant, run a few steps, print the peak RSS."""
+    import torch
+
+    model_name, vjson, device, threads, workers = argv
+    C.set_threads(int(threads))
+    spec = SPECS[model_name]
+    v = Variant(**json.loads(vjson))
+    data = dataset(spec, spec.batch * 4)
+    before = C.peak_rss_mb()
+    r = Runner(model_name, spec, v, data, device, int(workers))
+    for _ in range(3):
+        r.step()
+    extra = ""
+    if torch.device(device).type == "cuda":
+        extra = f" {torch.cuda.max_memory_allocated() / 2**20:.1f}"
+    print(f"PEAK {before:.1f} {C.peak_rss_mb():.1f}{extra}")
+
+
+def measure_memory(model_name: str, v: Variant, device: str, threads: int, workers: int) -> str:
+    from dataclasses import asdict
+
+    cmd = [sys.executable, __file__, "--memory-child", model_name, json.dumps(asdict(v)), device, str(threads),
+           str(workers)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("PEAK")), None)
+    if line is None:
+        return "?"
+    vals = [float(t) for t in line.split()[1:]]
+    text = f"{vals[1]:.0f} MiB (+{vals[1] - vals[0]:.0f} over data)"
+    if len(vals) > 2:
+        text += f", CUDA {vals[2]:.0f} MiB"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default=None, help=f"comma-separated, from {','.join(SPECS)}")
+    p.add_argument("--quick", action="store_true", help=f"{' + '.join(QUICK)}, 3 repeats, no memory runs")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 5, quick 3)")
+    p.add_argument("--steps", type=int, default=None, help="steps per repeat (default: per model)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader workers of the standard recipe (0 was fastest on 2 cores; see README)")
+    p.add_argument("--allocator", choices=("jemalloc", "glibc"), default="jemalloc")
+    p.add_argument("--compile", action="store_true", help="torch.compile the classicnets variant (not LeNet)")
+    p.add_argument("--ablation", action="store_true", help="time each technique on its own")
+    p.add_argument("--batch2", action="store_true", help="with --ablation: also classicnets at twice the batch")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    C.ensure_allocator(args.allocator)
+    if args.memory_child:
+        return memory_child(args.memory_child)
+
+    import torch
+
+    threads = C.set_threads(args.threads)
+    names = args.models.split(",") if args.models else (list(QUICK) if args.quick else list(SPECS))
+    for n in names:
+        if n not in SPECS:
+            sys.exit(f"unknown model {n!r}; choose from {', '.join(SPECS)}")
+    repeats = args.repeats or (3 if args.quick else 5)
+    print(f"# {C.machine_line(args.device)}; {threads} threads; load {C.load()}")
+    print(f"# command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    peak_bf16 = C.matmul_peak(args.device, torch.bfloat16)
+    peak_fp32 = C.matmul_peak(args.device, torch.float32)
+    print(f"# matmul peak (4096^3): bf16 {peak_bf16:,.0f} GFLOP/s, fp32 {peak_fp32:,.0f} GFLOP/s; load {C.load()}")
+    results = {"machine": C.machine_line(args.device), "threads": threads, "peak_bf16": peak_bf16,
+               "peak_fp32": peak_fp32, "models": {}}
+    for name in names:
+        spec = SPECS[name]
+        steps = args.steps or (spec.quick_steps if args.quick and spec.quick_steps else spec.steps)
+        macs = forward_macs(name, spec)
+        data = dataset(spec, max(spec.batch * 8, 512) if spec.input[-1] <= 64 else spec.batch * 4)
+        vs = variants(args, name)
+        runners = [Runner(name, spec, v, data, args.device, args.workers) for v in vs]
+        warm = 3 if not any(v.compile for v in vs) else 6
+        for r in runners:
+            for _ in range(warm):
+                r.step()
+        rates: list[list[float]] = [[] for _ in runners]
+        for _ in range(repeats):
+            for i, r in enumerate(runners):
+                rates[i].append(r.time(steps))
+        base = statistics.median(rates[0])
+        print(f"\n{name}: input {'x'.join(map(str, spec.input))}, {macs / 1e6:,.1f} MMACs/image forward, "
+              f"{steps} steps x {repeats} repeats, params standard {runners[0].params:,} / classicnets "
+              f"{runners[-1].params:,}; load {C.load()}")
+        print(f"  {'variant':<28} {'batch':>5} {'img/s':>9} {'min-max':>15} {'ratio':>6} {'GFLOP/s':>8} "
+              f"{'%bf16pk':>7} {'%fp32pk':>7}  peak memory")
+        rows = []
+        for v, r, rs in zip(vs, runners, rates):
+            med = statistics.median(rs)
+            gflops = med * macs * 6 / 1e9
+            mem = "-" if args.no_memory or args.quick else measure_memory(name, v, args.device, threads, args.workers)
+            row = {"variant": v.name, "batch": r.batch, "img_s": med, "min": min(rs), "max": max(rs),
+                   "ratio": med / base, "gflops": gflops, "pct_bf16_peak": 100 * gflops / peak_bf16,
+                   "pct_fp32_peak": 100 * gflops / peak_fp32, "peak_rss": mem, "amp": str(r.dtype)}
+            rows.append(row)
+            print(f"  {v.name:<28} {r.batch:>5} {med:>9,.1f} {min(rs):>7,.0f}-{max(rs):<7,.0f} {med / base:>6.2f} "
+                  f"{gflops:>8.1f} {row['pct_bf16_peak']:>6.1f}% {row['pct_fp32_peak']:>6.1f}%  {mem}")
+        results["models"][name] = {"macs": macs, "steps": steps, "repeats": repeats, "rows": rows}
+        del runners
+    # Under load a single peak measurement reads low: measure again at the end and keep the higher.
+    end_bf16, end_fp32 = C.matmul_peak(args.device, torch.bfloat16), C.matmul_peak(args.device, torch.float32)
+    peak_bf16, peak_fp32 = max(peak_bf16, end_bf16), max(peak_fp32, end_fp32)
+    results.update(peak_bf16=peak_bf16, peak_fp32=peak_fp32)
+    print(f"\n# matmul peak again at the end: bf16 {end_bf16:,.0f}, fp32 {end_fp32:,.0f} GFLOP/s; using the higher "
+          f"(bf16 {peak_bf16:,.0f}, fp32 {peak_fp32:,.0f}); load {C.load()}")
+    print(f"\n{'model':<14} {'variant':<28} {'img/s':>9} {'ratio':>6} {'GFLOP/s':>8} {'%bf16pk':>7} {'%fp32pk':>7}  "
+          "peak RSS")
+    for name, m in results["models"].items():
+        for row in m["rows"]:
+            row["pct_bf16_peak"], row["pct_fp32_peak"] = 100 * row["gflops"] / peak_bf16, 100 * row["gflops"] / peak_fp32
+            print(f"{name:<14} {row['variant']:<28} {row['img_s']:>9,.1f} {row['ratio']:>6.2f} {row['gflops']:>8.1f} "
+                  f"{row['pct_bf16_peak']:>6.1f}% {row['pct_fp32_peak']:>6.1f}%  {row['peak_rss']}")
+    print(f"\n# done; load {C.load()}; peak RSS of this process {C.peak_rss_mb():,.0f} MiB (VmHWM)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
