@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -293,5 +294,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
+# jemalloc that keeps freed pages: on VMs whose freed memory goes back to the host, glibc's allocator
+# page-faults on every training step (REFERENCE.md saw erratic, up to 10x slower steps; benchmarks/
+# allocator.py measures 1.01-1.07x here, never slower). Commands that train re-exec themselves under it.
+JEMALLOC_PATHS = tuple(f"/usr/lib/{arch}-linux-gnu/libjemalloc.so.2" for arch in ("x86_64", "aarch64")) + (
+    "/usr/lib/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")  # fmt: skip
+TRAINING_COMMANDS = {"train", "finetune", "study", "compare"}
+
+
+def reexec_with_jemalloc(argv: Sequence[str]) -> None:
+    """Replace this process by the same command with jemalloc preloaded (same pid, so torchrun is unaffected).
+
+    Only for training commands, only where jemalloc is installed and not already loaded; set
+    ``CLASSICNETS_ALLOCATOR=system`` to keep the system allocator.
+    """
+    if os.environ.get("CLASSICNETS_ALLOCATOR", "jemalloc") != "jemalloc" or not argv or argv[0] not in TRAINING_COMMANDS:
+        return
+    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    lib = next((path for path in JEMALLOC_PATHS if os.path.exists(path)), None)
+    if lib is None:
+        return
+    env = {**os.environ, "LD_PRELOAD": f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip()}
+    env.setdefault("MALLOC_CONF", "dirty_decay_ms:-1,muzzy_decay_ms:-1")
+    os.execve(sys.executable, [sys.executable, "-m", "classicnets", *argv], env)
+
+
+def entry() -> None:
+    """The ``classicnets`` console script and ``python -m classicnets``."""
+    reexec_with_jemalloc(sys.argv[1:])
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

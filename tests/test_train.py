@@ -227,3 +227,16 @@ def test_cli_errors(tmp_path: Path, args: list[str], message: str) -> None:
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_training_commands_run_on_jemalloc_unless_opted_out(tmp_path: Path) -> None:
+    """setup.sh installs libjemalloc2; `classicnets train` re-execs itself under it (see cli.py)."""
+    from classicnets.cli import JEMALLOC_PATHS
+
+    assert any(os.path.exists(p) for p in JEMALLOC_PATHS), "libjemalloc2 missing: run scripts/setup.sh"
+    args = ("train", "lenet5_modern", "--subset", "300", "--epochs", "1", "--threads", "1", "--no-progress")
+    result = run_cli(*args, "--name", "je", cwd=tmp_path)
+    assert result.returncode == 0 and ", jemalloc ->" in result.stdout, result.stdout + result.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CLASSICNETS_ALLOCATOR": "system"}
+    result = subprocess.run([str(BIN), *args, "--name", "sys"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0 and ", system malloc ->" in result.stdout, result.stdout + result.stderr

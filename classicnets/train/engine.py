@@ -27,7 +27,8 @@ from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, sa
 from .config import ConfigError, TrainConfig, save_config
 from .data_setup import DataBundle, build_data
 from .hardware import (
-    DistInfo, all_reduce_sum, amp_dtype, autocast, barrier, init_distributed, resolve_device, seed_everything,
+    DistInfo, all_reduce_sum, allocator, amp_dtype, autocast, barrier, init_distributed, resolve_device,
+    seed_everything,
 )  # fmt: skip
 from .runlog import RunLog
 from .schedule import lr_at
@@ -312,7 +313,7 @@ def fit(
             runlog = RunLog(run_dir, config.tensorboard, resume_epoch=start_epoch if resume_state else None)
         say(f"{config.model} on {data.name} ({data.sizes['train']:,} train / {data.sizes['val']:,} val / "
             f"{data.sizes['test']:,} test; {data.plan.note()}) on {device}"
-            f"{', ' + str(dtype).replace('torch.', '') + ' autocast' if dtype else ''}"
+            f"{', ' + str(dtype).replace('torch.', '') + ' autocast' if dtype else ''}, {allocator()}"
             f"{f', {info.world_size} processes' if info.enabled else ''} -> {run_dir}")  # fmt: skip
         if resume_state:
             say(f"resuming after epoch {start_epoch} (step {step})")
