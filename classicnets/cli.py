@@ -269,7 +269,15 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     register_cli(sub)
 
 
-_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train_parsers, _add_export_parser]
+def _add_study_parsers(sub: argparse._SubParsersAction) -> None:
+    from .analysis.studies.cli import register_cli
+
+    register_cli(sub)
+
+
+_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_train_parsers, _add_export_parser, _add_study_parsers,
+]  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
