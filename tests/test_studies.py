@@ -244,3 +244,5 @@ def test_compare_table(tmp_path) -> None:
     png_has_content(tmp_path / "accuracy_vs_params.png")
     png_has_content(tmp_path / "accuracy_vs_time.png")
     assert report.reading()[0] in (tmp_path / "report.md").read_text()
+    with pytest.raises(ValueError, match="already holds runs of lenet5"):
+        compare(["lenet5"], data="fashion-mnist", epochs=1, subset=256, base=base, out=tmp_path, log=None)

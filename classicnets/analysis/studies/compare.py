@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+
 from ...data import load_dataset
 from ...models import create_model, model_card
 from ...train.config import TrainConfig
@@ -36,9 +38,10 @@ class CompareReport:
         lines = [f"Best test accuracy: {best['model']} {best['test_acc']:.2%} ({best['params']:,} parameters, "
                  f"{best['wall_time_s']:.0f} s)."]  # fmt: skip
         if smallest is not best:
+            behind = 100 * (best["test_acc"] - smallest["test_acc"])
             lines.append(f"Smallest: {smallest['model']} ({smallest['params']:,} parameters) at "
-                         f"{smallest['test_acc']:.2%}, {best['test_acc'] - smallest['test_acc']:+.2%} behind the best "
-                         f"with {best['params'] / smallest['params']:.1f}x fewer parameters.")  # fmt: skip
+                         f"{smallest['test_acc']:.2%}, {behind:.2f} points behind the best with "
+                         f"{best['params'] / smallest['params']:.1f}x fewer parameters.")  # fmt: skip
         if fastest is not best:
             lines.append(f"Fastest to train: {fastest['model']} ({fastest['wall_time_s']:.0f} s, "
                          f"{fastest['test_acc']:.2%}).")  # fmt: skip
@@ -63,7 +66,8 @@ def input_size_for(model: str, data: str, image_size: int | None = None, data_di
         return (described["in_chans"], size, size), len(described["classes"])
     splits = _splits(data, data_dir)
     c, h, w = splits.shape
-    probe = create_model(model, in_chans=model_card(model).default_input_size[0])
+    with torch.device("meta"):  # the minimum input size is an attribute: no weights needed
+        probe = create_model(model, in_chans=model_card(model).default_input_size[0])
     plan = plan_input(min(h, w), probe.min_input_size[0], image_size, model)
     return (c, plan.size, plan.size), splits.num_classes
 
@@ -90,8 +94,6 @@ def compare(
     """Train each model with ``base`` (default: TrainConfig defaults) overridden by data/epochs/subset, each
     run under ``<out>/models/<model>``; write ``compare.csv``, ``compare.md``, two plots and report.md to
     ``out`` (default ``runs/study-compare-<time>``)."""
-    import torch
-
     from ...train.engine import fit
 
     models = list(models)
@@ -105,6 +107,9 @@ def compare(
     configs = [dataclasses.replace(base, model=name, data=data, epochs=epochs, subset=subset, name=name).validate()
                for name in models]  # fmt: skip
     directory = run_dir("compare", out)
+    taken = [m for m in models if (directory / "models" / m / "last.pt").exists()]
+    if taken:
+        raise ValueError(f"{directory} already holds runs of {', '.join(taken)}; choose another --out")
     say = log or (lambda _: None)
     rows = []
     for name, config in zip(models, configs):
@@ -133,7 +138,7 @@ def write_compare_report(report: CompareReport, directory: Path) -> Path:
     write_csv(directory / "compare.csv", report.rows, COLUMNS)
     write_json(directory / "compare.json", {"config": report.config, "rows": report.rows})
     headers = ["model", "params", "MACs", "input", "images/s", "wall time (s)", "best val acc", "test acc"]
-    pretty = [{**r, "params": f"{r['params']:,}", "macs": f"{r['macs']:,}", "images_per_s": f"{r['images_per_s']:.0f}",
+    pretty = [{**r, "params": f"{r['params']:,}", "macs": f"{r['macs']:,}", "images_per_s": f"{r['images_per_s']:,.0f}",
                "wall_time_s": f"{r['wall_time_s']:.0f}", "best_val_acc": _pct(r["best_val_acc"]),
                "test_acc": _pct(r["test_acc"])} for r in report.rows]  # fmt: skip
     table = markdown_table(pretty, COLUMNS[:8], headers)
@@ -143,7 +148,7 @@ def write_compare_report(report: CompareReport, directory: Path) -> Path:
     cfg = report.config
     text = [
         "# Classic nets side by side", "",
-        f"Data: {cfg['data']}; {cfg['epochs']} epochs"
+        f"Data: {cfg['data']}; {_epochs(cfg['epochs'])}"
         + (f" on {cfg['subset']:,} training images" if cfg["subset"] else "")
         + f"; the engine's defaults otherwise ({cfg['optimizer']}, lr {cfg['lr']}, {cfg['schedule']}, batch "
         f"{cfg['batch_size']}, seed {cfg['seed']}). Accuracy: best-validation checkpoint on the test set.", "",
@@ -154,6 +159,10 @@ def write_compare_report(report: CompareReport, directory: Path) -> Path:
     ]  # fmt: skip
     (directory / "report.md").write_text("\n".join(text))
     return directory
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
 
 
 def _pct(value: float | None) -> str:
@@ -174,7 +183,7 @@ def plot_compare(report: CompareReport, x_key: str, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("parameters" if x_key == "params" else "training wall time (s)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{report.config['data']}, {report.config['epochs']} epochs: accuracy vs "
+    ax.set_title(f"{report.config['data']}, {_epochs(report.config['epochs'])}: accuracy vs "
                  f"{'parameters' if x_key == 'params' else 'training time'}", fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -95,56 +95,44 @@ class DegradationReport:
         return sum(values) / len(values)
 
     def reading(self) -> list[str]:
-        """What the numbers show, worded from the numbers."""
-        lines = []
+        """What the numbers show, worded from the numbers; with several seeds, how many of them agree."""
         depths = sorted({r["depth"] for r in self.runs})
         seeds = sorted({r["seed"] for r in self.runs})
+        n = len(seeds)
         shallow, deep = depths[0], depths[-1]
         if shallow == deep:
             return [f"only one depth ({deep}) was trained: nothing to compare across depth"]
-        verdicts, monotone = {}, {}
+        has = {r["net"] for r in self.runs}
+        lines, wins, cost = [], {}, {}
         for family in FAMILIES:
             a, b = f"{family}{shallow}", f"{family}{deep}"
-            if not any(r["net"] == a for r in self.runs) or not any(r["net"] == b for r in self.runs):
+            if a not in has or b not in has:
                 continue
             ea, eb = self.final(a), self.final(b)
-            verdicts[family] = eb < ea
+            wins[family], cost[family] = _wins(self, b, a), eb - ea
             rel = "higher" if eb > ea else "lower" if eb < ea else "the same"
-            lines.append(f"{b} ends with {rel} training error than {a} ({fmt(eb)} vs {fmt(ea)}); test error "
-                         f"{fmt(self.final(b, 'test_err'))} vs {fmt(self.final(a, 'test_err'))}"
-                         + (f" (means over {len(seeds)} seeds; {b} lower in {_wins(self, b, a)} of them)"
-                            if len(seeds) > 1 else "") + ".")  # fmt: skip
-            order = [self.final(f"{family}{d}") for d in depths if any(r["net"] == f"{family}{d}" for r in self.runs)]
+            agree = f"; {b} lower in {wins[family]} of {n} seeds" if n > 1 else ""
+            lines.append(f"{b} ends with {rel} training error than {a} ({fmt(eb)} vs {fmt(ea)}{agree}); test error "
+                         f"{fmt(self.final(b, 'test_err'))} vs {fmt(self.final(a, 'test_err'))}.")  # fmt: skip
+            order = [self.final(f"{family}{d}") for d in depths if f"{family}{d}" in has]
             trend = ("rises with every step in depth" if all(x < y for x, y in zip(order, order[1:]))
                      else "falls with every step in depth" if all(x > y for x, y in zip(order, order[1:]))
                      else "does not change monotonically with depth")  # fmt: skip
-            monotone[family] = "every step" in trend
-            lines.append(f"Final training error of the {'plain' if family == 'plain' else 'residual'} nets {trend}: "
+            lines.append(f"Final training error of the {'plain' if family == 'plain' else 'residual'} nets "
+                         f"{trend}{' (means over the seeds)' if n > 1 else ''}: "
                          + ", ".join(f"{family}{d} {fmt(e)}" for d, e in zip(depths, order)) + ".")  # fmt: skip
-        if verdicts.get("plain") is False and verdicts.get("resnet") is True:
-            lines.append(f"This is the degradation problem and its fix, as in He et al. Fig. 6: going from {shallow} "
-                         f"to {deep} layers hurts the plain net and helps the residual one"
-                         + ("." if monotone.get("resnet") else ", although the residual nets in between do not "
-                            "all line up" + (" (one seed of a short run is noisy: try --seeds 0,1,2)."
-                                             if len(seeds) == 1 else ".")))  # fmt: skip
-        elif verdicts.get("plain") is False and verdicts.get("resnet") is False:
-            lines.append(f"Degradation shows for the plain nets, but on this budget the residual nets do not yet "
-                         f"profit from depth either: the {deep}-layer residual net has not overtaken the "
-                         f"{shallow}-layer one (deep nets need more steps; He et al. train for 64k "
-                         "iterations).")  # fmt: skip
-        elif verdicts.get("plain") is True:
-            lines.append(f"No degradation on this budget: the plain {deep}-layer net trains at least as well as the "
-                         f"plain {shallow}-layer net.")  # fmt: skip
-        gaps = []
-        for d in depths:
-            p, r = f"plain{d}", f"resnet{d}"
-            if any(x["net"] == p for x in self.runs) and any(x["net"] == r for x in self.runs):
-                gaps.append((d, self.final(p) - self.final(r)))
+        lines += self._verdict(shallow, deep, n, wins, cost)
+        gaps = [(d, self.final(f"plain{d}") - self.final(f"resnet{d}"))
+                for d in depths if f"plain{d}" in has and f"resnet{d}" in has]  # fmt: skip
         if gaps:
+            widens = all(x < y for (_, x), (_, y) in zip(gaps, gaps[1:]))
             lines.append("Plain minus residual final training error at each depth: "
                          + ", ".join(f"{d}: {g:+.3f}" for d, g in gaps)
-                         + (" (the gap widens with depth)." if all(x < y for (_, x), (_, y) in zip(gaps, gaps[1:]))
-                            else "."))  # fmt: skip
+                         + (" (the gap widens with depth)." if widens else "."))  # fmt: skip
+            pairs = [(d, seed) for d, _ in gaps for seed in seeds]
+            better = sum(1 for d, seed in pairs if _at(self, f"resnet{d}", seed) < _at(self, f"plain{d}", seed))
+            lines.append(f"The residual net ends with lower training error than its plain twin in {better} of "
+                         f"{len(pairs)} (depth, seed) pairs.")  # fmt: skip
         same = self.twins_identical()
         if same:
             ok = [d for d, good in same.items() if good]
@@ -153,6 +141,29 @@ class DegradationReport:
                           f"{', '.join(map(str, ok))}" if ok else "Twins checked")
                          + (f"; DIFFERENT at depth {', '.join(map(str, bad))}" if bad else "") + ".")  # fmt: skip
         return lines
+
+    def _verdict(self, shallow: int, deep: int, n: int, wins: dict[str, int], cost: dict[str, float]) -> list[str]:
+        """The Fig. 6 question: does depth hurt the plain nets and help the residual ones, and in how many seeds."""
+        if "plain" not in wins or "resnet" not in wins:
+            return []
+        plain_degrades = wins["plain"] == 0 and cost["plain"] > 0
+        resnet_gains = wins["resnet"] == n
+        costs = (f"going from {shallow} to {deep} layers changes the training error of the plain nets by "
+                 f"{cost['plain']:+.3f} and of the residual nets by {cost['resnet']:+.3f}")  # fmt: skip
+        if plain_degrades and resnet_gains:
+            if n == 1:
+                return [f"In this seed this is the degradation problem and its fix, as in He et al. Fig. 6: {costs}. "
+                        "One seed of a short run is noisy: check with --seeds 0,1,2 before trusting the residual "
+                        "ranking."]  # fmt: skip
+            return [f"Degradation and its fix, as in He et al. Fig. 6, in all {n} seeds: {costs}."]
+        if plain_degrades:
+            mixed = (f"; the {deep}-layer residual net beats the {shallow}-layer one in only {wins['resnet']} of {n} "
+                     "seeds" if n > 1 else "")  # fmt: skip
+            return [f"Degradation shows for the plain nets{f' in all {n} seeds' if n > 1 else ''}, but on this budget "
+                    f"the residual nets do not profit from depth{mixed} (deep nets need more steps: He et al. train "
+                    f"for 64k iterations). What the shortcuts do show: {costs}."]  # fmt: skip
+        return [f"No clear degradation on this budget: the plain {deep}-layer net is not worse than the plain "
+                f"{shallow}-layer net{f' in every seed' if n > 1 else ''} ({costs})."]  # fmt: skip
 
     @classmethod
     def load(cls, directory: str | Path) -> "DegradationReport":
@@ -237,6 +248,10 @@ def degradation(
     if write:
         write_degradation_report(report, run_dir("degradation", out))
     return report
+
+
+def _at(report: "DegradationReport", net: str, seed: int, key: str = "train_err") -> float:
+    return next(r[key] for r in report.runs if r["net"] == net and r["seed"] == seed)
 
 
 def _wins(report: "DegradationReport", a: str, b: str, key: str = "train_err") -> int:

@@ -122,7 +122,7 @@ class GradientReport:
                          + (f"; loss {s['loss']:.3f}" if phase == "trained" else "") + ")" for s in stats]  # fmt: skip
                 lines.append(f"{' vs '.join(group)} {when}: " + "; ".join(parts) + ".")
                 if phase == "trained":
-                    frozen = [_frozen(self.get(s["net"], "init"), s) for s in stats]
+                    frozen = [_frozen(self.get(s["net"], "init"), s, [t for t in stats if t is not s]) for s in stats]
                     lines += [line for line in frozen if line]
             if len(group) == 2:
                 p, r = self.get(group[0], "init"), self.get(group[1], "init")
@@ -154,15 +154,19 @@ def _direction(s: dict[str, Any]) -> str:
         "stays within 100x"  # fmt: skip
 
 
-def _frozen(init: dict[str, Any], trained: dict[str, Any]) -> str:
-    """A sentence when the first conv's weights grew 10x or more in training (BN makes the layer scale-invariant,
-    so its gradient falls as 1/||W||: a few huge early steps can freeze it)."""
+def _frozen(init: dict[str, Any], trained: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """A sentence when the first conv's weights grew 20x or more in training. A conv followed by BatchNorm is
+    scale-invariant, so its gradient falls as 1/||W||: huge early gradients make huge weights, which then
+    barely move. The relative gradient ||dL/dW|| / ||W|| says how fast the layer can still change."""
     a, b = init.get("first_weight_norm"), trained.get("first_weight_norm")
-    if not a or not b or b < 10 * a:
+    if not a or not b or b < 20 * a:
         return ""
-    return (f"{trained['net']}'s first conv grew from weight norm {fmt(a)} to {fmt(b)} ({fmt(b / a)}x) in training: "
-            "BatchNorm after it makes the layer scale-invariant, so its gradient shrinks as 1/||W|| and the huge "
-            "early gradients froze it.")  # fmt: skip
+    rel = trained["first"] / b
+    twins = "; ".join(f"{o['net']}'s: {fmt(o['first'] / o['first_weight_norm'])}" for o in others
+                      if o.get("first_weight_norm"))  # fmt: skip
+    return (f"{trained['net']}'s first conv grew from weight norm {fmt(a)} to {fmt(b)} ({fmt(b / a)}x) in training; "
+            f"with BatchNorm after it the layer is scale-invariant, so its gradient shrinks as 1/||W||: its relative "
+            f"gradient ||dL/dW||/||W|| is now {fmt(rel)}" + (f" ({twins})" if twins else "") + ".")  # fmt: skip
 
 
 def _summarise(net: str, phase: str, g: LayerGradients) -> dict[str, Any]:
@@ -176,6 +180,7 @@ def _summarise(net: str, phase: str, g: LayerGradients) -> dict[str, Any]:
         "first_weight_norm": g.weight_norms[0] if g.weight_norms else None,
         # the flow through the convs: the last layer (fc) also scales with the size of the features
         "first_over_last": norms[0] / (convs[-1] if convs else norms[-1]) if (convs or norms)[-1] else math.inf,
+        "first_over_last_layer": norms[0] / norms[-1] if norms[-1] else math.inf,
         "max": max(norms), "min": min(norms),
         "max_over_min": max(positive) / min(positive) if positive else math.nan,
         "max_layer": g.weights[norms.index(max(norms))][0], "min_layer": g.weights[norms.index(min(norms))][0],
@@ -304,9 +309,9 @@ def _train(model: nn.Module, loader: InMemoryLoader, transform: Callable, steps:
 def write_gradient_report(report: GradientReport, directory: Path) -> Path:
     report.run_dir = directory
     write_csv(directory / "layers.csv", report.rows, ["net", "phase", "kind", "index", "layer", "norm", "weight_norm"])
-    columns = ["net", "phase", "params", "loss", "layers", "first", "last", "last_conv", "first_over_last", "max",
-               "min", "max_over_min", "max_layer", "min_layer", "first_block", "last_block",
-               "block_first_over_last"]  # fmt: skip
+    columns = ["net", "phase", "params", "loss", "layers", "first", "last", "last_conv", "first_over_last",
+               "first_over_last_layer", "max", "min", "max_over_min", "max_layer", "min_layer", "first_block",
+               "last_block", "block_first_over_last", "first_weight_norm"]  # fmt: skip
     write_csv(directory / "summary.csv", report.summary, columns)
     write_json(directory / "gradients.json", {"config": report.config, "summary": report.summary})
     report.figures = [plot_gradients(report, directory / "gradient_norms.png")]
