@@ -102,14 +102,19 @@ def run_classicnets(args: argparse.Namespace, seed: int) -> dict:
         t0 = time.perf_counter()
         acc = evaluate(model, data.test, len(data.classes), device, dtype, config.tta_flip, data.transform)["acc"]
         eval_s += time.perf_counter() - t0
-        history.append((epoch + 1, round(acc, 4), round(time.perf_counter() - t_start, 2)))
-        print(f"  epoch {epoch + 1}: test {acc:.2%} at {history[-1][2]:.1f} s; load {C.load()}", file=sys.stderr,
-              flush=True)
-        if acc >= args.target:
-            reached = time.perf_counter() - t_start
+        reached = _record_epoch(history, epoch, acc, t_start, args.target)
+        if reached is not None:
             break
     return {"reached_s": reached, "eval_s": eval_s, "epochs": len(history), "final_acc": history[-1][1],
             "history": history, "config": config.to_dict()}
+
+
+def _record_epoch(history: list, epoch: int, acc: float, t_start: float, target: float) -> float | None:
+    """Append (epoch, test acc, elapsed s), print it, and return the elapsed time if the target is reached."""
+    history.append((epoch + 1, round(acc, 4), round(time.perf_counter() - t_start, 2)))
+    print(f"  epoch {epoch + 1}: test {acc:.2%} at {history[-1][2]:.1f} s; load {C.load()}", file=sys.stderr,
+          flush=True)
+    return time.perf_counter() - t_start if acc >= target else None
 
 
 def run_standard(args: argparse.Namespace, seed: int) -> dict:
@@ -156,11 +161,8 @@ def run_standard(args: argparse.Namespace, seed: int) -> dict:
                 correct += int((model(x.to(device)).argmax(1) == y.to(device)).sum())
         acc = correct / len(test.dataset)
         eval_s += time.perf_counter() - t0
-        history.append((epoch + 1, round(acc, 4), round(time.perf_counter() - t_start, 2)))
-        print(f"  epoch {epoch + 1}: test {acc:.2%} at {history[-1][2]:.1f} s; load {C.load()}", file=sys.stderr,
-              flush=True)
-        if acc >= args.target:
-            reached = time.perf_counter() - t_start
+        reached = _record_epoch(history, epoch, acc, t_start, args.target)
+        if reached is not None:
             break
     return {"reached_s": reached, "eval_s": eval_s, "epochs": len(history), "final_acc": history[-1][1],
             "history": history}

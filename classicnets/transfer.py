@@ -35,6 +35,7 @@ __all__ = [
     "set_frozen_bn_eval",
     "param_groups",
     "load_weights",
+    "load_state",
     "read_state_dict",
     "stage_names",
     "stage_outputs",
@@ -438,9 +439,16 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     report and nothing is loaded. ``strict=False``: every tensor that fits is loaded, the rest reported.
     A missing BatchNorm ``num_batches_tracked`` counter (older torchvision files) is not an error.
     """
-    model = _check_model(model)
-    path = Path(path)
     state, source = read_state_dict(path)
+    return load_state(model, state, source=source, path=path, strict=strict)
+
+
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict", path: str | os.PathLike = "",
+    strict: bool = True,
+) -> LoadReport:  # fmt: skip
+    """``load_weights`` for a state dict already in memory (e.g. from ``read_state_dict``); same report and rules."""
+    model = _check_model(model)
     own = model.state_dict()
     report = LoadReport(path=str(path), source=source, model_name=model.model_name)
     report.missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]

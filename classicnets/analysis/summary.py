@@ -26,6 +26,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ..models.base import count_skip_connections
+
 GLOBAL = "global"  # receptive field of a unit that sees the whole input (after global pooling / flatten)
 
 Meta = tuple[float, float | None]  # (receptive field, jump); rf = inf means global, then jump is None
@@ -533,6 +535,6 @@ def summary(
         input_size=size,
         output_shape=tuple(y.shape[1:]),
         paper_params=_paper_params(model),
-        skip_connections=sum(1 for m in model.modules() if getattr(m, "has_skip", False) is True),
+        skip_connections=count_skip_connections(model),
         model_name=str(getattr(model, "model_name", type(model).__name__)),
     )

@@ -14,6 +14,11 @@ gives a ``ValueError`` that names the problem and the fix instead of a shape err
 import torch
 from torch import nn
 
+def count_skip_connections(module: nn.Module) -> int:
+    """Residual additions in a forward pass: blocks whose ``has_skip`` is True (any nn.Module works)."""
+    return sum(1 for m in module.modules() if getattr(m, "has_skip", False) is True)
+
+
 def check_positive(name: str, value: int) -> int:
     """Validate a user-facing integer argument such as ``num_classes`` or ``in_chans``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -88,7 +93,7 @@ class ClassicNet(nn.Module):
     @property
     def num_skip_connections(self) -> int:
         """How many residual additions the forward pass performs (0 for plain nets)."""
-        return sum(1 for m in self.modules() if getattr(m, "has_skip", False))
+        return count_skip_connections(self)
 
 
 class FeaturesClassifierNet(ClassicNet):

@@ -172,7 +172,7 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 def _pretrained(config: TrainConfig, data: DataBundle, say: Callable[[str], None]) -> nn.Module:
     """The model built at the shape of ``config.weights``, loaded strictly, then adapted to ``data``."""
-    from ..transfer import adapt, find_first_conv, load_weights, read_state_dict
+    from ..transfer import adapt, find_first_conv, load_state, read_state_dict
 
     state, source = read_state_dict(config.weights)
     with torch.device("meta"):
@@ -190,7 +190,7 @@ def _pretrained(config: TrainConfig, data: DataBundle, say: Callable[[str], None
                              f"state dict ({source}); pass weights saved from a {config.model}")  # fmt: skip
         src[key] = state[tensor_name].shape[dim]
     model = create_model(config.model, **{**config.model_kwargs, **src})
-    load_weights(model, config.weights, strict=True)
+    load_state(model, state, source=source, path=config.weights, strict=True)  # the file is read once
     report = adapt(model, num_classes=len(data.classes), in_chans=data.in_chans)
     say(f"loaded {config.weights} ({source}); {report}")
     return model
@@ -263,9 +263,9 @@ def fit(
         config.name = _shared_name(config, info)
     run_dir = _run_dir(config, Path(resume) if resume is not None else None)
     card = model_card(config.model)  # unknown model: ValueError with close matches, before any data work
-    probe = create_model(config.model, **{**config.model_kwargs, "in_chans": card.default_input_size[0]})
+    with torch.device("meta"):  # only its minimum input size is needed: no weights allocated or initialised
+        probe = create_model(config.model, **{**config.model_kwargs, "in_chans": card.default_input_size[0]})
     data = build_data(config, probe.min_input_size[0], card.default_input_size[1], device, info)
-    del probe
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     if config.weights and resume_state is None:
