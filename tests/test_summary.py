@@ -278,7 +278,8 @@ def test_renderers() -> None:
 
 
 def _create(name: str) -> nn.Module:
-    registry = pytest.importorskip("classicnets.models.registry")
+    from classicnets.models import registry
+
     return registry.create_model(name)
 
 
