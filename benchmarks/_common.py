@@ -167,6 +167,33 @@ def standard_loader(images: Any, labels: Any, batch_size: int, *, pad_to: int | 
                                        persistent_workers=num_workers > 0, drop_last=False, generator=g)
 
 
+def standard_model(name: str, num_classes: int, in_chans: int, **kwargs: Any) -> Any:
+    """The standard recipe's network: torchvision's where one exists, classicnets' otherwise.
+
+    torchvision has no LeNet-5 and no CIFAR ResNets (resnet20/56), so those come from classicnets (the same
+    layers a user would write). ``resnet18`` with ``stem="cifar"`` is torchvision's ResNet-18 with the usual
+    CIFAR stem: a 3x3 stride-1 first convolution and no max-pool.
+    """
+    import torchvision
+    from torch import nn
+
+    from classicnets import create_model
+
+    if name == "alexnet":
+        return torchvision.models.alexnet(num_classes=num_classes)
+    if name == "vgg16":
+        return torchvision.models.vgg16(num_classes=num_classes)
+    if name == "resnet18":
+        m = torchvision.models.resnet18(num_classes=num_classes)
+        if kwargs.get("stem", "imagenet") == "cifar":
+            m.conv1 = nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False)
+            m.maxpool = nn.Identity()
+        elif in_chans != 3:
+            m.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
+        return m
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
 def git_rev(repo: Path) -> str:
     try:
         return subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -82,6 +82,8 @@ def variants(args: argparse.Namespace, model: str) -> list[Variant]:
             Variant("+ bf16 (classicnets)", "memory", True, True),
             Variant("+ fused SGD", "memory", True, True, fused=True),
         ]
+        if args.compile:
+            out.append(Variant("+ torch.compile", "memory", True, True, compile=True))
         if args.batch2:
             out.append(Variant(f"classicnets, batch x2", "memory", True, True, batch=SPECS[model].batch * 2))
     else:
@@ -92,21 +94,11 @@ def variants(args: argparse.Namespace, model: str) -> list[Variant]:
 # ---------------------------------------------------------------------------------------------- models
 def build_model(name: str, path: str, num_classes: int, in_chans: int):
     """torchvision's architecture where one exists (standard path), the classicnets one otherwise."""
-    import torchvision
-    from torch import nn
-
     from classicnets import create_model
 
-    if path == "standard" and name == "alexnet":
-        return torchvision.models.alexnet(num_classes=num_classes)
-    if path == "standard" and name == "vgg16":
-        return torchvision.models.vgg16(num_classes=num_classes)
-    if path == "standard" and name == "resnet18":  # the usual CIFAR stem: 3x3/1 conv, no max-pool
-        m = torchvision.models.resnet18(num_classes=num_classes)
-        m.conv1 = nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False)
-        m.maxpool = nn.Identity()
-        return m
-    kwargs = {"stem": "cifar"} if name == "resnet18" else {}
+    kwargs = {"stem": "cifar"} if name == "resnet18" else {}  # the usual CIFAR stem: 3x3/1 conv, no max-pool
+    if path == "standard":
+        return C.standard_model(name, num_classes, in_chans, **kwargs)
     return create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
@@ -282,7 +274,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader workers of the standard recipe (0 was fastest on 2 cores; see README)")
     p.add_argument("--allocator", choices=("jemalloc", "glibc"), default="jemalloc")
-    p.add_argument("--compile", action="store_true", help="torch.compile the classicnets variant (not LeNet)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the classicnets variant (not LeNet); with --ablation, an extra variant")
     p.add_argument("--ablation", action="store_true", help="time each technique on its own")
     p.add_argument("--batch2", action="store_true", help="with --ablation: also classicnets at twice the batch")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")

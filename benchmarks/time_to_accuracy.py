@@ -39,7 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _common as C  # noqa: E402
 
-DEFAULTS = {"lenet5_modern": ("fashion-lenet-fast", 0.91), "resnet20": ("fashion-resnet20", 0.94)}
+DEFAULTS = {
+    "lenet5_modern": ("fashion-lenet-fast", 0.91),
+    "resnet20": ("fashion-resnet20", 0.94),
+    "resnet18": ("fashion-resnet18", 0.95),  # the GPU target (torchvision's ResNet-18, CIFAR stem)
+}
 
 
 def _config(args: argparse.Namespace, seed: int):
@@ -66,7 +70,8 @@ def run_classicnets(args: argparse.Namespace, seed: int) -> dict:
     device = resolve_device(args.device)
     seed_everything(config.seed, False)
     card = model_card(config.model)
-    probe = create_model(config.model, **{**config.model_kwargs, "in_chans": card.default_input_size[0]})
+    with torch.device("meta"):  # only its minimum input size is needed
+        probe = create_model(config.model, **{**config.model_kwargs, "in_chans": card.default_input_size[0]})
     data = build_data(config, probe.min_input_size[0], card.default_input_size[1], device, DistInfo())
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(data.classes), in_chans=data.in_chans,
@@ -125,6 +130,8 @@ def run_standard(args: argparse.Namespace, seed: int) -> dict:
 
     from classicnets import create_model
     from classicnets.data import load_dataset
+    from classicnets.train.data_setup import plan_input
+    from classicnets.data.arrays import seeded_generator
     from classicnets.train.engine import _optimizer
     from classicnets.train.schedule import lr_at
 
@@ -132,12 +139,20 @@ def run_standard(args: argparse.Namespace, seed: int) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(config.seed)
     s = load_dataset("fashion-mnist", quiet=True)
-    train = C.standard_loader(s.train.images, s.train.labels, config.batch_size, pad_to=32,
+    with torch.device("meta"):  # the same input plan as classicnets: pad 28 -> 32 only where the net needs it
+        min_size = create_model(config.model, in_chans=1, **config.model_kwargs).min_input_size[0]
+    pad_to = plan_input(s.shape[-1], min_size, config.image_size, config.model).pad_to
+    images, labels = s.train.images, s.train.labels
+    if config.subset is not None and config.subset < len(labels):  # --set subset=N: the same N images
+        pick = torch.randperm(len(labels), generator=seeded_generator(config.seed, "subset"))[: config.subset]
+        images, labels = images[pick.sort().values], labels[pick.sort().values]
+    train = C.standard_loader(images, labels, config.batch_size, pad_to=pad_to,
                               crop_padding=config.crop_padding, hflip=config.hflip, mean=s.mean, std=s.std,
                               num_workers=args.workers, seed=config.seed)
-    test = C.standard_loader(s.test.images, s.test.labels, 1000, pad_to=32, crop_padding=0, hflip=False,
+    test = C.standard_loader(s.test.images, s.test.labels, 1000, pad_to=pad_to, crop_padding=0, hflip=False,
                              mean=s.mean, std=s.std, num_workers=args.workers, shuffle=False)
-    model = create_model(config.model, num_classes=10, in_chans=1, **config.model_kwargs).to(device)
+    torch.manual_seed(config.seed)
+    model = C.standard_model(config.model, 10, 1, **config.model_kwargs).to(device)
     optimizer = _optimizer(config, model)
     steps_per_epoch = len(train)
     total_steps = config.epochs * steps_per_epoch
