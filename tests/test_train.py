@@ -31,7 +31,7 @@ def quick(tmp_path: Path, **overrides) -> TrainConfig:
 
 def test_lenet5_modern_learns_fashion_mnist(tmp_path: Path) -> None:
     cfg = load_recipe("fashion-fast")
-    cfg = config_from_dict(dict(subset=12_000, epochs=4, out_dir=str(tmp_path), name="fm", progress=False), base=cfg)
+    cfg = config_from_dict(dict(subset=24_000, epochs=4, out_dir=str(tmp_path), name="fm", progress=False), base=cfg)
     result = fit(cfg, log=lambda _: None)
     assert result.test_acc is not None and result.test_acc > 0.80, result
     run = tmp_path / "fm"
@@ -45,7 +45,7 @@ def test_lenet5_modern_learns_fashion_mnist(tmp_path: Path) -> None:
     assert report["test_acc"] == pytest.approx(result.test_acc)
     assert "final evaluation only" in report["note"]
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["subset"] == 12_000 and saved["model"] == "lenet5_modern"
+    assert saved["subset"] == 24_000 and saved["model"] == "lenet5_modern"
     assert load_checkpoint(run / "best.pt")["data"]["input_note"] == "28x28 images zero-padded to 32x32"
 
 
