@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -200,19 +199,12 @@ class Runner:
 
     def _classicnets_step(self) -> int:
         """The body of classicnets.train.engine.fit's loop (lr set, autocast, loss check, step, metrics)."""
-        from classicnets.train.hardware import autocast
+        from classicnets.train.engine import set_lr, train_step
 
         x, y = self.data.next()
-        for group in self.opt.param_groups:
-            group["lr"] = 0.01
-        with autocast(self.device, self.dtype):
-            logits = self.train_model(x)
-            loss = self.loss_fn(logits.float(), y)
-        if not math.isfinite(loss.item()):
-            raise RuntimeError("loss diverged")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        set_lr(self.opt, 0.01)
+        _, logits = train_step(self.model, self.train_model, self.opt, self.loss_fn, x, y, self.device, self.dtype,
+                               _diverged)  # fmt: skip
         self.correct = (logits.argmax(1) == y).sum()
         return len(y)
 
@@ -224,6 +216,10 @@ class Runner:
             n += self.step()
         C.sync(self.device)
         return n / (time.perf_counter() - t0)
+
+
+def _diverged(loss_value: float) -> None:
+    raise RuntimeError(f"loss diverged ({loss_value})")
 
 
 # ---------------------------------------------------------------------------------------------- memory

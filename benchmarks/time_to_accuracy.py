@@ -13,7 +13,7 @@ split), since nothing is being selected.
 * ``classicnets``: a recipe (``--recipe``, default ``fashion-lenet-fast`` / ``fashion-resnet20``) run
   through the library's own pieces: ``build_data`` (InMemoryLoader, batched pad/crop/flip on uint8),
   ``create_model``, the engine's optimizer, ``lr_at`` schedule, autocast and ``evaluate`` (test-time flip
-  if the recipe asks), with the training step of ``classicnets.train.engine.fit``. No checkpoints or logs
+  if the recipe asks), with the training step of ``classicnets.train.engine.fit`` (``train_step``). No checkpoints or logs
   are written, so the figure is the training itself.
 * ``standard``: the same architecture, optimizer, schedule and epochs, but torchvision-style per-sample
   transforms in a DataLoader, fp32, NCHW, no label smoothing and no test-time flip; evaluation through a
@@ -62,8 +62,8 @@ def run_classicnets(args: argparse.Namespace, seed: int) -> dict:
 
     from classicnets import create_model, model_card
     from classicnets.train.data_setup import build_data
-    from classicnets.train.engine import _optimizer, evaluate
-    from classicnets.train.hardware import DistInfo, amp_dtype, autocast, resolve_device, seed_everything
+    from classicnets.train.engine import _optimizer, evaluate, set_lr, train_step
+    from classicnets.train.hardware import DistInfo, amp_dtype, resolve_device, seed_everything
     from classicnets.train.schedule import lr_at
 
     config = _config(args, seed)
@@ -91,18 +91,8 @@ def run_classicnets(args: argparse.Namespace, seed: int) -> dict:
         for x, y in data.train:  # the step of classicnets.train.engine.fit
             if step >= total_steps:
                 break
-            lr = lr_at(step, config, steps_per_epoch, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = data.transform(x)
-            with autocast(device, dtype):
-                logits = train_model(x)
-                loss = loss_fn(logits.float(), y)
-            if not math.isfinite(loss.item()):
-                raise RuntimeError(f"loss diverged at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            set_lr(optimizer, lr_at(step, config, steps_per_epoch, total_steps))
+            train_step(model, train_model, optimizer, loss_fn, data.transform(x), y, device, dtype, _diverged)
             step += 1
         t0 = time.perf_counter()
         acc = evaluate(model, data.test, len(data.classes), device, dtype, config.tta_flip, data.transform)["acc"]
@@ -112,6 +102,10 @@ def run_classicnets(args: argparse.Namespace, seed: int) -> dict:
             break
     return {"reached_s": reached, "eval_s": eval_s, "epochs": len(history), "final_acc": history[-1][1],
             "history": history, "config": config.to_dict()}
+
+
+def _diverged(loss_value: float) -> None:
+    raise RuntimeError(f"loss diverged ({loss_value})")
 
 
 def _record_epoch(history: list, epoch: int, acc: float, t_start: float, target: float) -> float | None:

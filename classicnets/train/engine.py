@@ -123,6 +123,55 @@ class EMA:
 
 
 # ---------------------------------------------------------------------------------------------- setup
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate to ``lr`` times its ``lr_scale`` (1 unless set)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def train_step(
+    model: nn.Module,
+    train_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    diverged: Callable[[float], None],
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float | None = None,
+    ema: EMA | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step, the body of :func:`fit`'s loop. ``train_model`` runs the forward pass (``model``
+    itself, or its DDP / compiled wrapper); ``model`` is what is clipped and averaged. Forward under autocast, a finite-loss check
+    (``diverged(loss)`` is called, and should raise, before anything is updated), backward (scaled for
+    fp16), optional gradient clipping, the step and the EMA update. Returns the loss and the logits."""
+    with autocast(device, dtype):
+        logits = train_model(x)
+        loss = loss_fn(logits.float(), y)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        diverged(loss_value)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if ema is not None:
+        ema.update(model)
+    return loss, logits
+
+
 def _default_name(config: TrainConfig) -> str:
     data = config.data.replace("folder:", "").strip("/").replace("/", "_")
     return f"{config.model}-{data}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -322,6 +371,17 @@ def fit(
     images_per_s = 0.0
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     progress = config.progress if config.progress is not None else sys.stderr.isatty()
+    epoch, lr = start_epoch, 0.0
+
+    def diverged(loss_value: float) -> None:  # reads the loop's current step, epoch and lr when called
+        last = run_dir / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        raise TrainingError(
+            f"loss became {loss_value} at step {step} (epoch {epoch + 1}) with lr {lr:.4g}; "
+            f"{kept}. Try a lower lr (--set lr={lr / 10:.3g}), "
+            "a warm-up (--set warmup_epochs=1) or gradient clipping (--set grad_clip=1.0)"
+        )  # fmt: skip
+
     for epoch in range(start_epoch, total_epochs):
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
@@ -340,37 +400,11 @@ def fit(
             if step >= total_steps:
                 break
             lr = lr_at(step, config, steps_per_epoch, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
+            set_lr(optimizer, lr)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = data.transform(x)
-            with autocast(device, dtype):
-                logits = train_model(x)
-                loss = loss_fn(logits.float(), y)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                last = run_dir / "last.pt"
-                kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-                raise TrainingError(
-                    f"loss became {loss_value} at step {step} (epoch {epoch + 1}) with lr {lr:.4g}; "
-                    f"{kept}. Try a lower lr (--set lr={lr / 10:.3g}), "
-                    "a warm-up (--set warmup_epochs=1) or gradient clipping (--set grad_clip=1.0)"
-                )  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if config.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if ema is not None:
-                ema.update(model)
+            loss, logits = train_step(model, train_model, optimizer, loss_fn, x, y, device, dtype, diverged,
+                                      scaler=scaler, grad_clip=config.grad_clip, ema=ema)  # fmt: skip
             step += 1
             loss_sum += loss.detach().double() * len(y)
             correct += (logits.argmax(1) == y).sum()

@@ -24,6 +24,7 @@ from torch import nn
 from ...data import InMemoryLoader
 from ...data.arrays import ArrayDataset, Splits, seeded_generator
 from ...train.config import TrainConfig
+from ...train.engine import set_lr, train_step
 from ...train.hardware import amp_dtype, autocast
 from ...train.schedule import lr_at
 from .common import (
@@ -292,26 +293,22 @@ def train_one(
     total = recipe.epochs * steps_per_epoch
     batches = hashlib.sha256()
     rows, step, t_start = [], 0, time.perf_counter()
+
+    def diverged(loss_value: float) -> None:
+        raise RuntimeError(f"{name}: loss became {loss_value} at step {step}; lower the lr")
+
     for epoch in range(recipe.epochs):
         loader.set_epoch(epoch)
         model.train()
         loss_sum, wrong, seen, t0 = 0.0, 0, 0, time.perf_counter()
         for x, y in loader:
             lr = lr_at(step, lr_config, steps_per_epoch, total)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr(opt, lr)
             if on_batch is not None:
                 on_batch(name, step, x, y)
             batches.update(y.cpu().numpy().tobytes())
             batches.update(x[:, :, ::7, ::7].float().cpu().numpy().tobytes())  # a cheap fingerprint of the pixels
-            with autocast(device, dtype):
-                logits = model(x).float()
-            loss = F.cross_entropy(logits, y)
-            if not math.isfinite(loss.item()):
-                raise RuntimeError(f"{name}: loss became {loss.item()} at step {step}; lower the lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, logits = train_step(model, model, opt, F.cross_entropy, x, y, device, dtype, diverged)
             step += 1
             loss_sum += loss.item() * len(y)
             wrong += int((logits.argmax(1) != y).sum())
