@@ -58,14 +58,49 @@ def test_in_chans_and_interface(name: str) -> None:
         assert model(x).shape == (2, 3)
 
 
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# What a plain twin leaves out of an ImageNet ResNet: its 1x1 projection shortcuts (option B), each a conv
+# weight plus a BN scale and shift. BasicBlock nets project where stages 2-4 begin; Bottleneck nets also
+# where stage 1 begins (64 -> 256 channels).
+BASIC_PROJECTIONS = (64 * 128 + 2 * 128) + (128 * 256 + 2 * 256) + (256 * 512 + 2 * 512)  # 173,824
+BOTTLENECK_PROJECTIONS = (
+    (64 * 256 + 2 * 256) + (256 * 512 + 2 * 512) + (512 * 1024 + 2 * 1024) + (1024 * 2048 + 2 * 2048)
+)  # 2,776,576
+
+# Every model's trainable-parameter count at its default classes, written out here so that a wrong card (or
+# a card and a model wrong together) cannot hide a wrong model. Sources: the papers (LeNet-5's per-layer
+# counts, AlexNet's Fig. 2 layout, He et al.'s CIFAR nets counted exactly), torchvision's published
+# figures (its weights' metadata), and for the plain twins the arithmetic above.
+REFERENCE_COUNTS = {
+    "lenet5": 60_000, "lenet5_modern": 61_706, "alexnet": 61_100_840, "alexnet_paper": 60_965_224,
+    "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
+    "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+    "resnet18": 11_689_512, "plain18": 11_689_512 - BASIC_PROJECTIONS,  # 11,515,688
+    "resnet34": 21_797_672, "plain34": 21_797_672 - BASIC_PROJECTIONS,  # 21,623,848
+    "resnet50": 25_557_032, "plain50": 25_557_032 - BOTTLENECK_PROJECTIONS,  # 22,780,456
+    "resnet101": 44_549_160, "plain101": 44_549_160 - BOTTLENECK_PROJECTIONS,  # 41,772,584
+    "resnet152": 60_192_808, "plain152": 60_192_808 - BOTTLENECK_PROJECTIONS,  # 57,416,232
+    # CIFAR (option A): the plain twin has exactly the residual net's parameters (He et al. Section 4.2).
+    "resnet20": 269_722, "plain20": 269_722, "resnet32": 464_154, "plain32": 464_154,
+    "resnet44": 658_586, "plain44": 658_586, "resnet56": 853_018, "plain56": 853_018,
+    "resnet110": 1_727_962, "plain110": 1_727_962, "resnet1202": 19_421_274, "plain1202": 19_421_274,
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_exact_parameter_counts(name: str) -> None:
     card = model_card(name)
     with torch.device("meta"):
         model = create_model(name)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = count_params(model)
     if card.paper_params is not None:
         assert trainable == card.paper_params
+    else:  # no published count: only the ImageNet plain twins, = torchvision's ResNet less its projections
+        assert name.startswith("plain") and card.family == "resnet"
+        assert trainable == REFERENCE_COUNTS[name]
     if name.startswith("plain") and card.family == "cifar_resnet":
         with torch.device("meta"):
             twin = create_model(name.replace("plain", "resnet"))
@@ -73,18 +108,41 @@ def test_exact_parameter_counts(name: str) -> None:
 
 
 def test_reference_counts_from_the_papers() -> None:
-    """The figures in REFERENCE.md, written out so a wrong card cannot hide a wrong model."""
-    expected = {
-        "lenet5": 60_000, "lenet5_modern": 61_706, "alexnet": 61_100_840, "alexnet_paper": 60_965_224,
-        "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240,
-        "vgg16_bn": 138_365_992, "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-        "resnet101": 44_549_160, "resnet152": 60_192_808, "resnet20": 269_722, "resnet32": 464_154,
-        "resnet44": 658_586, "resnet56": 853_018, "resnet110": 1_727_962, "resnet1202": 19_421_274,
-    }  # fmt: skip
-    for name, count in expected.items():
+    """The published figures, written out so a wrong card cannot hide a wrong model (every model has one)."""
+    assert set(REFERENCE_COUNTS) == set(list_models())
+    for name, count in REFERENCE_COUNTS.items():
         with torch.device("meta"):
             model = create_model(name)
-        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == count, name
+        assert count_params(model) == count, name
+
+
+TV_MODELS = [n for n in list_models() if model_card(n).torchvision_name]
+
+
+@pytest.mark.parametrize("name", TV_MODELS)
+def test_torchvision_layout_counts(name: str) -> None:
+    """A torchvision-layout model has exactly the parameters of torchvision's builder and of its weights."""
+    tv_name = model_card(name).torchvision_name
+    with torch.device("meta"):
+        tv = getattr(torchvision.models, tv_name)(weights=None)
+        ours = create_model(name)
+    assert count_params(ours) == count_params(tv) == REFERENCE_COUNTS[name]
+    published = {w.meta["num_params"] for w in torchvision.models.get_model_weights(tv_name)}
+    assert published == {count_params(ours)}
+
+
+PLAIN_IMAGENET = [n for n in list_models() if n.startswith("plain") and model_card(n).family == "resnet"]
+
+
+@pytest.mark.parametrize("name", PLAIN_IMAGENET)
+def test_imagenet_plain_twin_counts(name: str) -> None:
+    """A plain twin is torchvision's ResNet less its projection shortcuts (its ``downsample`` modules)."""
+    with torch.device("meta"):
+        tv = getattr(torchvision.models, name.replace("plain", "resnet"))(weights=None)
+        ours = create_model(name)
+    projections = sum(count_params(m) for n, m in tv.named_modules() if n.endswith(".downsample"))
+    assert projections in (BASIC_PROJECTIONS, BOTTLENECK_PROJECTIONS)
+    assert count_params(ours) == count_params(tv) - projections == REFERENCE_COUNTS[name]
 
 
 def test_lenet5_paper_structure() -> None:
@@ -117,9 +175,6 @@ def test_lenet5_rbf_output_is_negative_squared_distance() -> None:
 def test_lenet5_scaled_tanh() -> None:
     act = LeNet5().features.act1
     torch.testing.assert_close(act(torch.tensor([1.0, -1.0])), torch.tensor([1.0, -1.0]), atol=1e-4, rtol=0)
-
-
-TV_MODELS = [n for n in list_models() if model_card(n).torchvision_name]
 
 
 @pytest.mark.parametrize("name", TV_MODELS)
