@@ -5,6 +5,15 @@ from . import lenet, alexnet, vgg, resnet, cifar_resnet  # noqa: F401  (registra
 
 # isort: on
 from .base import ClassicNet
-from .registry import ModelCard, create_model, list_models, model_card, register_model
+from .registry import PARAMS_KINDS, ModelCard, StageInfo, create_model, list_models, model_card, register_model
 
-__all__ = ["ClassicNet", "ModelCard", "create_model", "list_models", "model_card", "register_model"]
+__all__ = [
+    "PARAMS_KINDS",
+    "ClassicNet",
+    "ModelCard",
+    "StageInfo",
+    "create_model",
+    "list_models",
+    "model_card",
+    "register_model",
+]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .base import FeaturesClassifierNet
-from .registry import register_model
+from .registry import register_model, stage_infos
 
 
 class AlexNet(FeaturesClassifierNet):
@@ -94,20 +94,35 @@ class AlexNet(FeaturesClassifierNet):
 _ALEX = "Krizhevsky et al., ImageNet Classification with Deep Convolutional Neural Networks"
 
 
+def _card(name: str) -> dict:
+    """Card fields both AlexNets share; the stages are the three max-pools of ``features``."""
+    return dict(
+        name=name, family="alexnet", paper=_ALEX, year=2012, default_num_classes=1000, first_conv="features.0",
+        classifier="classifier.6", classifier_tensor="classifier.6.weight", twin=None,
+    )  # fmt: skip
+
+
 @register_model(
-    name="alexnet", family="alexnet", paper=_ALEX, year=2012, default_input_size=(3, 224, 224),
-    default_num_classes=1000, paper_params=61_100_840, params_source="torchvision AlexNet_Weights",
+    **_card("alexnet"), default_input_size=(3, 224, 224), min_input_size=(63, 63),
+    paper_params=61_100_840, params_kind="torchvision",
+    params_source="torchvision AlexNet_Weights.IMAGENET1K_V1.meta['num_params']",
+    stages=stage_infos(("features.2", 64, 8), ("features.5", 192, 16), ("features.12", 256, 32)),
     notes="torchvision layout (one-tower, 64-192-384-256-256, no LRN); loads torchvision weights",
     torchvision_name="alexnet",
 )  # fmt: skip
 def alexnet(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
+    """AlexNet in torchvision's one-tower layout (Krizhevsky 2014), which loads torchvision's weights."""
     return AlexNet(num_classes, in_chans, dropout=dropout, paper=False)
 
 
 @register_model(
-    name="alexnet_paper", family="alexnet", paper=_ALEX, year=2012, default_input_size=(3, 227, 227),
-    default_num_classes=1000, paper_params=60_965_224, params_source="counted from Section 3.5 / Fig. 2",
+    **_card("alexnet_paper"), default_input_size=(3, 227, 227), min_input_size=(67, 67),
+    paper_params=60_965_224, params_kind="exact-of-rounded",
+    params_source="classicnets' exact count of the layout of Section 3.5 / Fig. 2; "
+    "the paper says only '60 million parameters'",
+    stages=stage_infos(("features.3", 96, 8), ("features.7", 256, 16), ("features.14", 256, 32)),
     notes="two-GPU split as groups=2 on conv2/4/5, LRN after conv1 and conv2, 227x227 input",
 )  # fmt: skip
 def alexnet_paper(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
+    """AlexNet as in the 2012 paper: two towers as groups=2, LRN after conv1 and conv2, 227x227 input."""
     return AlexNet(num_classes, in_chans, dropout=dropout, paper=True)

@@ -26,10 +26,11 @@ import torch
 from torch import nn
 
 from .base import GlobalPoolNet
-from .registry import register_model
+from .registry import register_model, stage_infos
 from .resnet import BasicBlock, check_shortcut, conv3x3, init_resnet, make_shortcut
 
 CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
+TABLE6_PARAMS = {20: "0.27M", 32: "0.46M", 44: "0.66M", 56: "0.85M", 110: "1.7M", 1202: "19.4M"}  # as printed
 
 
 class CifarResNet(GlobalPoolNet):
@@ -79,29 +80,127 @@ class CifarResNet(GlobalPoolNet):
 _HE = "He et al., Deep Residual Learning for Image Recognition"
 
 
-def _register_cifar(depth: int, plain: bool) -> None:
-    name = f"{'plain' if plain else 'resnet'}{depth}"
-
-    def builder(
-        num_classes: int = 10, in_chans: int = 3, shortcut: str = "none" if plain else "A",
-        zero_init_residual: bool = False,
-    ) -> CifarResNet:  # fmt: skip
-        if plain and shortcut != "none":
-            raise ValueError(f"{name} is the plain twin (no shortcuts); use resnet{depth} for shortcut={shortcut!r}")
-        return CifarResNet(depth, num_classes, in_chans, shortcut, zero_init_residual)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"{'Plain' if plain else 'Residual'} CIFAR net with {depth} layers (n={(depth - 2) // 6})."
-    register_model(
-        name=name, family="cifar_resnet", paper=_HE, year=2016, default_input_size=(3, 32, 32),
-        default_num_classes=10, paper_params=CIFAR_PARAMS[depth],
-        params_source="He et al. Table 6 (option A); the plain twin has the same count",
+def _card(name: str) -> dict:
+    """Card fields of ``resnetN`` or its plain twin ``plainN``. Stages: the stem's ReLU (the output of the
+    first 3x3 conv, its BN and ReLU), then the three stages of n blocks on 32x32, 16x16 and 8x8 maps."""
+    plain = name.startswith("plain")
+    depth = int(name.removeprefix("plain").removeprefix("resnet"))
+    rounded = TABLE6_PARAMS[depth]
+    if plain:
+        source = (
+            f"classicnets' exact count; He et al. 2016, Section 4.2: the plain net has exactly resnet{depth}'s "
+            f"parameters (option A adds none), for which Table 6 prints {rounded}"
+        )
+    else:
+        source = f"classicnets' exact count (option A, 10 classes); He et al. 2016, Table 6 prints {rounded}"
+    return dict(
+        name=name, family="cifar_resnet", paper=_HE, year=2016, default_input_size=(3, 32, 32), default_num_classes=10,
+        paper_params=CIFAR_PARAMS[depth], params_kind="exact-of-rounded", params_source=source,
+        min_input_size=(1, 1), first_conv="conv1", classifier="fc", classifier_tensor="fc.weight",
+        stages=stage_infos(("relu", 16, 1), ("layer1", 16, 1), ("layer2", 32, 2), ("layer3", 64, 4)),
+        twin=f"resnet{depth}" if plain else f"plain{depth}", residual=not plain,
         notes="plain twin of the CIFAR ResNet (Fig. 6)" if plain else "CIFAR ResNet, shortcut option A (default) or B",
-        residual=not plain,
-    )(builder)  # fmt: skip
-    globals()[name] = builder
+    )  # fmt: skip
 
 
-for _depth in CIFAR_PARAMS:
-    for _plain in (False, True):
-        _register_cifar(_depth, _plain)
+def _plain(depth: int, num_classes: int, in_chans: int, shortcut: str, zero_init_residual: bool) -> CifarResNet:
+    """A plain twin takes ``shortcut`` only to refuse anything but "none" with a pointer to its residual twin."""
+    if shortcut != "none":
+        raise ValueError(f"plain{depth} is the plain twin (no shortcuts); use resnet{depth} for shortcut={shortcut!r}")
+    return CifarResNet(depth, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("resnet20"))
+def resnet20(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Residual CIFAR net with 20 layers (n=3)."""
+    return CifarResNet(20, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("plain20"))
+def plain20(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "none", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Plain CIFAR net with 20 layers (n=3)."""
+    return _plain(20, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("resnet32"))
+def resnet32(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Residual CIFAR net with 32 layers (n=5)."""
+    return CifarResNet(32, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("plain32"))
+def plain32(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "none", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Plain CIFAR net with 32 layers (n=5)."""
+    return _plain(32, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("resnet44"))
+def resnet44(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Residual CIFAR net with 44 layers (n=7)."""
+    return CifarResNet(44, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("plain44"))
+def plain44(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "none", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Plain CIFAR net with 44 layers (n=7)."""
+    return _plain(44, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("resnet56"))
+def resnet56(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Residual CIFAR net with 56 layers (n=9)."""
+    return CifarResNet(56, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("plain56"))
+def plain56(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "none", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Plain CIFAR net with 56 layers (n=9)."""
+    return _plain(56, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("resnet110"))
+def resnet110(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Residual CIFAR net with 110 layers (n=18)."""
+    return CifarResNet(110, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("plain110"))
+def plain110(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "none", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Plain CIFAR net with 110 layers (n=18)."""
+    return _plain(110, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("resnet1202"))
+def resnet1202(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Residual CIFAR net with 1202 layers (n=200)."""
+    return CifarResNet(1202, num_classes, in_chans, shortcut, zero_init_residual)
+
+
+@register_model(**_card("plain1202"))
+def plain1202(
+    num_classes: int = 10, in_chans: int = 3, shortcut: str = "none", zero_init_residual: bool = False
+) -> CifarResNet:
+    """Plain CIFAR net with 1202 layers (n=200)."""
+    return _plain(1202, num_classes, in_chans, shortcut, zero_init_residual)

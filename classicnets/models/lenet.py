@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import ClassicNet
-from .registry import register_model
+from .registry import register_model, stage_infos
 
 # Table I of the paper: which S2 maps (0-5) each of the 16 C3 maps sees.
 C3_TABLE: tuple[tuple[int, ...], ...] = (
@@ -255,19 +255,39 @@ class LeNet5Modern(_LeNet):
 _LECUN = "LeCun et al., Gradient-Based Learning Applied to Document Recognition"
 
 
+def _card(name: str) -> dict:
+    """Card fields both LeNets share: 32x32 grey input, C1 the first conv, ``output`` the head."""
+    return dict(
+        name=name, family="lenet", paper=_LECUN, year=1998, default_input_size=(1, 32, 32), default_num_classes=10,
+        min_input_size=(32, 32), first_conv="features.c1", classifier="output", twin=None,
+    )  # fmt: skip
+
+
+# Stages are the paper's feature maps C1, S2, C3, S4, C5 *after* their activation (the paper's unit
+# "states"); F6 is a vector, not a map, so it is no stage. C5 is 1x1 at 32x32: the map forward_head pools.
 @register_model(
-    name="lenet5", family="lenet", paper=_LECUN, year=1998, default_input_size=(1, 32, 32),
-    default_num_classes=10, paper_params=60_000, params_source="LeCun et al. 1998, Section II.B",
+    **_card("lenet5"), paper_params=60_000, params_kind="paper",
+    params_source="LeCun et al. 1998, Section II.B, layer by layer: C1 156 + S2 12 + C3 1,516 + S4 32 "
+    "+ C5 48,120 + F6 10,164 = 60,000 (the RBF output has no trainable parameters)",
+    classifier_tensor="output.centres",  # the RBF centres are a buffer, (num_classes, 84)
+    stages=stage_infos(("features.act1", 6, 1), ("features.act2", 6, 2), ("features.act3", 16, 2),
+                       ("features.act4", 16, 4), ("features.act5", 120, 4)),
     notes="paper-faithful: scaled tanh, trainable subsampling, C3 connection table, fixed RBF output",
 )  # fmt: skip
 def lenet5(num_classes: int = 10, in_chans: int = 1) -> LeNet5:
+    """LeNet-5 as in the paper: scaled tanh, trainable subsampling, C3 connection table, fixed RBF output."""
     return LeNet5(num_classes, in_chans)
 
 
 @register_model(
-    name="lenet5_modern", family="lenet", paper=_LECUN, year=1998, default_input_size=(1, 32, 32),
-    default_num_classes=10, paper_params=61_706, params_source="d2l.ai and mmpretrain LeNet-5",
+    **_card("lenet5_modern"), paper_params=61_706, params_kind="exact-of-reference",
+    params_source="classicnets' exact count of the LeNet-5 of d2l.ai and mmpretrain (same layer sizes): "
+    "156 + 2,416 + 48,120 + 10,164 + 850 = 61,706",
+    classifier_tensor="output.weight",
+    stages=stage_infos(("features.act1", 6, 1), ("features.s2", 6, 2), ("features.act3", 16, 2),
+                       ("features.s4", 16, 4), ("features.act5", 120, 4)),
     notes="modern: ReLU, max-pool, full C3, linear output",
 )  # fmt: skip
 def lenet5_modern(num_classes: int = 10, in_chans: int = 1) -> LeNet5Modern:
+    """The modern LeNet-5 most courses teach: ReLU, 2x2 max-pool, full C3, linear output."""
     return LeNet5Modern(num_classes, in_chans)

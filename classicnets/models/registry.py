@@ -14,9 +14,39 @@ from typing import Callable
 from torch import nn
 
 
+# What ``ModelCard.params_kind`` says about ``paper_params``: where the number comes from.
+PARAMS_KINDS: dict[str, str] = {
+    "paper": "printed in the paper",
+    "torchvision": "torchvision's weights metadata (num_params) for the identical layout",
+    "exact-of-rounded": "classicnets' exact count of the paper's layout; the paper prints only a rounded figure",
+    "exact-of-reference": "classicnets' exact count of a reference implementation's layout; no paper prints it",
+    "none": "no published count",
+}
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One stage of the feature pyramid (timm's ``feature_info``), at the builder's default options.
+
+    ``name`` is accepted by ``model.get_submodule``; a forward hook on it fires exactly once per forward pass
+    and sees the stage's output, ``channels`` wide. ``reduction`` is the total stride from the input: the
+    output grows by one pixel for every ``reduction`` input pixels (exactly input / reduction where every
+    layer is "same"-padded: VGG and the ResNets; LeNet-5's and AlexNet's unpadded layers shave a few more).
+    """
+
+    name: str
+    channels: int
+    reduction: int
+
+
 @dataclass(frozen=True)
 class ModelCard:
-    """What a user should know about a registered model before building it."""
+    """What a user should know about a registered model before building it.
+
+    Every fact is declared in the registration, none is found by building the model; tests check each
+    against the built model. Module names are state-dict prefixes: ``state[first_conv + ".weight"].shape[1]``
+    is the input channel count and ``state[classifier_tensor].shape[0]`` the class count.
+    """
 
     name: str
     family: str  # "lenet", "alexnet", "vgg", "resnet", "cifar_resnet"
@@ -25,11 +55,31 @@ class ModelCard:
     default_input_size: tuple[int, int, int]  # (C, H, W)
     default_num_classes: int
     paper_params: int | None  # the published trainable-parameter count at the default classes
-    params_source: str  # where paper_params comes from
+    params_source: str  # exactly where paper_params comes from
+    params_kind: str  # a key of PARAMS_KINDS: "paper", "torchvision", "exact-of-rounded", ...
+    min_input_size: tuple[int, int]  # (H, W): the smallest input the model takes, as model.min_input_size
+    first_conv: str  # module name of the convolution that takes the in_chans input channels
+    classifier: str  # module name of the head, the module get_classifier() returns
+    classifier_tensor: str  # state-dict key whose first dimension is num_classes (a weight, or LeNet-5's centres)
+    stages: tuple[StageInfo, ...]  # the feature pyramid, from the stem to the map forward_head pools
+    twin: str | None  # the plain/residual twin's registered name, None where there is none
     notes: str = ""
     torchvision_name: str | None = None  # a torchvision builder with the identical layout, if any
     residual: bool = False
     builder: Callable[..., nn.Module] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.params_kind not in PARAMS_KINDS:
+            raise ValueError(f"{self.name}: params_kind must be one of {list(PARAMS_KINDS)}, got {self.params_kind!r}")
+        if (self.paper_params is None) != (self.params_kind == "none"):
+            raise ValueError(f"{self.name}: paper_params is None exactly when params_kind is 'none'")
+        if not self.stages or not all(isinstance(s, StageInfo) for s in self.stages):
+            raise ValueError(f"{self.name}: stages must be a non-empty tuple of StageInfo")
+
+
+def stage_infos(*rows: tuple[str, int, int]) -> tuple[StageInfo, ...]:
+    """``stage_infos(("layer1", 64, 4), ...)``: (module name, channels, reduction) rows as StageInfo."""
+    return tuple(StageInfo(name, channels, reduction) for name, channels, reduction in rows)
 
 
 _REGISTRY: dict[str, ModelCard] = {}

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .base import GlobalPoolNet
-from .registry import register_model
+from .registry import register_model, stage_infos
 
 SHORTCUTS = ("A", "B", "none")
 
@@ -205,38 +205,113 @@ class ResNet(GlobalPoolNet):
 
 
 _HE = "He et al., Deep Residual Learning for Image Recognition"
-_DEPTHS: dict[int, tuple[Type[BasicBlock | Bottleneck], list[int], int]] = {
-    18: (BasicBlock, [2, 2, 2, 2], 11_689_512),
-    34: (BasicBlock, [3, 4, 6, 3], 21_797_672),
-    50: (Bottleneck, [3, 4, 6, 3], 25_557_032),
-    101: (Bottleneck, [3, 4, 23, 3], 44_549_160),
-    152: (Bottleneck, [3, 8, 36, 3], 60_192_808),
-}
 
 
-def _register_imagenet(depth: int, plain: bool) -> None:
-    block, layers, tv_params = _DEPTHS[depth]
-    name = f"{'plain' if plain else 'resnet'}{depth}"
+def _card(name: str, block: Type[BasicBlock | Bottleneck], tv_params: int | None = None) -> dict:
+    """Card fields of ``resnetN`` (``tv_params``: torchvision's count) or of its plain twin ``plainN``.
 
-    def builder(
-        num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
-    ) -> ResNet:
-        return ResNet(block, layers, num_classes, in_chans, "none" if plain else "B", zero_init_residual, stem)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"{'Plain twin of ' if plain else ''}ResNet-{depth} ({block.__name__}, {layers})."
-    register_model(
-        name=name, family="resnet", paper=_HE, year=2016, default_input_size=(3, 224, 224),
-        default_num_classes=1000, paper_params=None if plain else tv_params,
-        params_source="no published count (= resnet minus its projection shortcuts)" if plain
-        else "torchvision ResNet weights metadata (= timm)",
-        notes=("plain twin: skip connections and projections removed" if plain
-               else "shortcut option B, stride on the 3x3 (v1.5); loads torchvision weights"),
+    The stages are timm's ``feature_info``: the stem's ReLU (stride 2: the paper's conv1; Table 1 counts the
+    max-pool as the start of conv2_x), then layer1-layer4 (the paper's conv2_x-conv5_x).
+    """
+    plain = name.startswith("plain")
+    assert plain == (tv_params is None), "a residual net has torchvision's count, a plain twin none"
+    depth, e = name.removeprefix("plain").removeprefix("resnet"), block.expansion
+    if plain:
+        source = (
+            f"no published count (He et al. and torchvision give none); it is resnet{depth}'s count "
+            "minus its 1x1 projection shortcuts"
+        )
+        notes = "plain twin: skip connections and projections removed"
+    else:
+        source = f"torchvision ResNet{depth}_Weights.IMAGENET1K_V1.meta['num_params'] (= timm; He et al. print none)"
+        notes = "shortcut option B, stride on the 3x3 (v1.5); loads torchvision weights"
+    stages = stage_infos(
+        ("relu", 64, 2), ("layer1", 64 * e, 4), ("layer2", 128 * e, 8), ("layer3", 256 * e, 16), ("layer4", 512 * e, 32)
+    )
+    return dict(
+        name=name, family="resnet", paper=_HE, year=2016, default_input_size=(3, 224, 224), default_num_classes=1000,
+        paper_params=tv_params, params_kind="none" if plain else "torchvision", params_source=source,
+        min_input_size=(1, 1), first_conv="conv1", classifier="fc", classifier_tensor="fc.weight", stages=stages,
+        twin=f"resnet{depth}" if plain else f"plain{depth}", notes=notes,
         torchvision_name=None if plain else name, residual=not plain,
-    )(builder)  # fmt: skip
-    globals()[name] = builder
+    )  # fmt: skip
 
 
-for _depth in _DEPTHS:
-    for _plain in (False, True):
-        _register_imagenet(_depth, _plain)
+@register_model(**_card("resnet18", BasicBlock, tv_params=11_689_512))
+def resnet18(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """ResNet-18 (BasicBlock, [2, 2, 2, 2])."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_chans, "B", zero_init_residual, stem)
+
+
+@register_model(**_card("plain18", BasicBlock))
+def plain18(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """Plain twin of ResNet-18 (BasicBlock, [2, 2, 2, 2])."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_chans, "none", zero_init_residual, stem)
+
+
+@register_model(**_card("resnet34", BasicBlock, tv_params=21_797_672))
+def resnet34(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """ResNet-34 (BasicBlock, [3, 4, 6, 3])."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_chans, "B", zero_init_residual, stem)
+
+
+@register_model(**_card("plain34", BasicBlock))
+def plain34(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """Plain twin of ResNet-34 (BasicBlock, [3, 4, 6, 3])."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_chans, "none", zero_init_residual, stem)
+
+
+@register_model(**_card("resnet50", Bottleneck, tv_params=25_557_032))
+def resnet50(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans, "B", zero_init_residual, stem)
+
+
+@register_model(**_card("plain50", Bottleneck))
+def plain50(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """Plain twin of ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans, "none", zero_init_residual, stem)
+
+
+@register_model(**_card("resnet101", Bottleneck, tv_params=44_549_160))
+def resnet101(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_chans, "B", zero_init_residual, stem)
+
+
+@register_model(**_card("plain101", Bottleneck))
+def plain101(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """Plain twin of ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_chans, "none", zero_init_residual, stem)
+
+
+@register_model(**_card("resnet152", Bottleneck, tv_params=60_192_808))
+def resnet152(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_chans, "B", zero_init_residual, stem)
+
+
+@register_model(**_card("plain152", Bottleneck))
+def plain152(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """Plain twin of ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_chans, "none", zero_init_residual, stem)

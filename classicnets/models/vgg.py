@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .base import FeaturesClassifierNet
-from .registry import register_model
+from .registry import StageInfo, register_model
 
 CONFIGS: dict[str, list[int | str]] = {
     "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -76,30 +76,70 @@ class VGG(FeaturesClassifierNet):
 
 
 _VGG = "Simonyan and Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition"
-# torchvision's published parameter counts (its weights' metadata).
-_TV_PARAMS = {
-    "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
-    "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
-}  # fmt: skip
+TABLE2_MILLIONS = {"A": 133, "B": 133, "D": 138, "E": 144}  # the paper's rounded parameter counts (Table 2)
+POOL_WIDTHS = (64, 128, 256, 512, 512)  # the channels each of the five max-pools passes on
 
 
-def _register_vgg(depth: int, config: str, batch_norm: bool) -> None:
-    name = f"vgg{depth}" + ("_bn" if batch_norm else "")
-
-    def builder(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
-        return VGG(config, num_classes, in_chans, batch_norm=batch_norm, dropout=dropout)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"VGG-{depth} (configuration {config}){' with batch normalisation' if batch_norm else ''}."
-    register_model(
-        name=name, family="vgg", paper=_VGG, year=2015, default_input_size=(3, 224, 224),
-        default_num_classes=1000, paper_params=_TV_PARAMS[name], params_source="torchvision VGG weights metadata",
-        notes=f"configuration {config} of Table 1" + (", batch norm after every conv" if batch_norm else ""),
+def _card(name: str, config: str, batch_norm: bool, params: int, pools: tuple[int, ...]) -> dict:
+    """Card fields of one VGG: ``params`` is torchvision's count, ``pools`` the indices in ``features`` of the
+    five max-pools, the stages (64-128-256-512-512 channels, each halving the map)."""
+    weights = f"torchvision {name.upper()}_Weights.IMAGENET1K_V1.meta['num_params']"
+    stages = tuple(StageInfo(f"features.{i}", width, 2**k) for k, (i, width) in enumerate(zip(pools, POOL_WIDTHS), 1))
+    return dict(
+        name=name, family="vgg", paper=_VGG, year=2015, default_input_size=(3, 224, 224), default_num_classes=1000,
+        paper_params=params, params_kind="torchvision",
+        params_source=f"{weights} (batch norm is not in the paper)" if batch_norm
+        else f"{weights}; the paper's Table 2 rounds it to {TABLE2_MILLIONS[config]}M",
+        min_input_size=(32, 32), first_conv="features.0", classifier="classifier.6",
+        classifier_tensor="classifier.6.weight", stages=stages,
+        twin=None, notes=f"configuration {config} of Table 1" + (", batch norm after every conv" if batch_norm else ""),
         torchvision_name=name,
-    )(builder)  # fmt: skip
-    globals()[name] = builder
+    )  # fmt: skip
 
 
-for _depth, _config in ((11, "A"), (13, "B"), (16, "D"), (19, "E")):
-    for _bn in (False, True):
-        _register_vgg(_depth, _config, _bn)
+@register_model(**_card("vgg11", "A", batch_norm=False, params=132_863_336, pools=(2, 5, 10, 15, 20)))
+def vgg11(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-11 (configuration A)."""
+    return VGG("A", num_classes, in_chans, batch_norm=False, dropout=dropout)
+
+
+@register_model(**_card("vgg11_bn", "A", batch_norm=True, params=132_868_840, pools=(3, 7, 14, 21, 28)))
+def vgg11_bn(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-11 (configuration A) with batch normalisation."""
+    return VGG("A", num_classes, in_chans, batch_norm=True, dropout=dropout)
+
+
+@register_model(**_card("vgg13", "B", batch_norm=False, params=133_047_848, pools=(4, 9, 14, 19, 24)))
+def vgg13(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-13 (configuration B)."""
+    return VGG("B", num_classes, in_chans, batch_norm=False, dropout=dropout)
+
+
+@register_model(**_card("vgg13_bn", "B", batch_norm=True, params=133_053_736, pools=(6, 13, 20, 27, 34)))
+def vgg13_bn(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-13 (configuration B) with batch normalisation."""
+    return VGG("B", num_classes, in_chans, batch_norm=True, dropout=dropout)
+
+
+@register_model(**_card("vgg16", "D", batch_norm=False, params=138_357_544, pools=(4, 9, 16, 23, 30)))
+def vgg16(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-16 (configuration D)."""
+    return VGG("D", num_classes, in_chans, batch_norm=False, dropout=dropout)
+
+
+@register_model(**_card("vgg16_bn", "D", batch_norm=True, params=138_365_992, pools=(6, 13, 23, 33, 43)))
+def vgg16_bn(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-16 (configuration D) with batch normalisation."""
+    return VGG("D", num_classes, in_chans, batch_norm=True, dropout=dropout)
+
+
+@register_model(**_card("vgg19", "E", batch_norm=False, params=143_667_240, pools=(4, 9, 18, 27, 36)))
+def vgg19(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-19 (configuration E)."""
+    return VGG("E", num_classes, in_chans, batch_norm=False, dropout=dropout)
+
+
+@register_model(**_card("vgg19_bn", "E", batch_norm=True, params=143_678_248, pools=(6, 13, 26, 39, 52)))
+def vgg19_bn(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-19 (configuration E) with batch normalisation."""
+    return VGG("E", num_classes, in_chans, batch_norm=True, dropout=dropout)
