@@ -15,7 +15,7 @@ same augmentation (pad + random crop + horizontal flip):
 
 Each repeat times ``--steps`` optimizer steps of every variant in turn (baseline first, then the others),
 so load from other processes hits all of them alike; the figures are medians over the repeats. Achieved
-GFLOP/s counts the forward MACs from ``classicnets.analysis.summary`` x2 (multiply-add) x3 (forward +
+GFLOP/s counts the forward MACs from ``classicnets.summary`` x2 (multiply-add) x3 (forward +
 backward); the peaks are measured in the same run with a 4096^3 matmul. Peak memory is each variant's
 VmHWM (peak resident set, /proc/self/status) in a fresh subprocess that runs a few of its steps.
 """
@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -84,7 +83,7 @@ def variants(args: argparse.Namespace, model: str) -> list[Variant]:
         if args.compile:
             out.append(Variant("+ torch.compile", "memory", True, True, compile=True))
         if args.batch2:
-            out.append(Variant(f"classicnets, batch x2", "memory", True, True, batch=SPECS[model].batch * 2))
+            out.append(Variant("classicnets, batch x2", "memory", True, True, batch=SPECS[model].batch * 2))
     else:
         out.append(Variant("classicnets", "memory", True, True, compile=args.compile and model != "lenet5_modern"))
     return out
@@ -103,7 +102,7 @@ def build_model(name: str, path: str, num_classes: int, in_chans: int):
 
 def forward_macs(name: str, spec: Spec) -> int:
     from classicnets import create_model
-    from classicnets.analysis.summary import summary
+    from classicnets.summary import summary
 
     import torch
 
@@ -157,7 +156,7 @@ class Runner:
         from torch import nn
 
         from classicnets.data import ArrayDataset, InMemoryLoader
-        from classicnets.train.hardware import amp_dtype
+        from classicnets.train.runtime import amp_dtype
 
         images, labels, mean, std, pad_to = data
         self.device, self.v = torch.device(device), v
@@ -199,12 +198,11 @@ class Runner:
 
     def _classicnets_step(self) -> int:
         """The body of classicnets.train.engine.fit's loop (lr set, autocast, loss check, step, metrics)."""
-        from classicnets.train.engine import set_lr, train_step
+        from classicnets.train.step import set_lr, train_step
 
         x, y = self.data.next()
         set_lr(self.opt, 0.01)
-        _, logits = train_step(self.model, self.train_model, self.opt, self.loss_fn, x, y, self.device, self.dtype,
-                               _diverged)  # fmt: skip
+        _, logits = train_step(self.model, self.opt, x, y, loss_fn=self.loss_fn, amp=self.dtype, forward=self.train_model)
         self.correct = (logits.argmax(1) == y).sum()
         return len(y)
 
@@ -216,10 +214,6 @@ class Runner:
             n += self.step()
         C.sync(self.device)
         return n / (time.perf_counter() - t0)
-
-
-def _diverged(loss_value: float) -> None:
-    raise RuntimeError(f"loss diverged ({loss_value})")
 
 
 # ---------------------------------------------------------------------------------------------- memory

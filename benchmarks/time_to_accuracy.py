@@ -61,24 +61,22 @@ def run_classicnets(args: argparse.Namespace, seed: int) -> dict:
     from torch import nn
 
     from classicnets import create_model, model_card
-    from classicnets.train.data_setup import build_data
-    from classicnets.train.engine import _optimizer, evaluate, set_lr, train_step
-    from classicnets.train.hardware import DistInfo, amp_dtype, resolve_device, seed_everything
+    from classicnets.train.data import build_data
+    from classicnets.train.engine import build_optimizer
+    from classicnets.train.runtime import DistInfo, amp_dtype, resolve_device, seed_everything
     from classicnets.train.schedule import lr_at
+    from classicnets.train.step import evaluate, set_lr, train_step
 
     config = _config(args, seed)
     device = resolve_device(args.device)
     seed_everything(config.seed, False)
-    card = model_card(config.model)
-    with torch.device("meta"):  # only its minimum input size is needed
-        probe = create_model(config.model, **{**config.model_kwargs, "in_chans": card.default_input_size[0]})
-    data = build_data(config, probe.min_input_size[0], card.default_input_size[1], device, DistInfo())
+    data = build_data(config, model_card(config.model), device, DistInfo())
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(data.classes), in_chans=data.in_chans,
                          **config.model_kwargs).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(config, model)
+    optimizer = build_optimizer(config, model)
     train_model = torch.compile(model) if config.compile else model
     dtype = amp_dtype(config.amp, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -92,20 +90,16 @@ def run_classicnets(args: argparse.Namespace, seed: int) -> dict:
             if step >= total_steps:
                 break
             set_lr(optimizer, lr_at(step, config, steps_per_epoch, total_steps))
-            train_step(model, train_model, optimizer, loss_fn, data.transform(x), y, device, dtype, _diverged)
+            train_step(model, optimizer, x, y, loss_fn=loss_fn, amp=dtype, forward=train_model)
             step += 1
         t0 = time.perf_counter()
-        acc = evaluate(model, data.test, len(data.classes), device, dtype, config.tta_flip, data.transform)["acc"]
+        acc = evaluate(model, data.test, len(data.classes), amp=dtype, tta_flip=config.tta_flip)["acc"]
         eval_s += time.perf_counter() - t0
         reached = _record_epoch(history, epoch, acc, t_start, args.target)
         if reached is not None:
             break
     return {"reached_s": reached, "eval_s": eval_s, "epochs": len(history), "final_acc": history[-1][1],
             "history": history, "config": config.to_dict()}
-
-
-def _diverged(loss_value: float) -> None:
-    raise RuntimeError(f"loss diverged ({loss_value})")
 
 
 def _record_epoch(history: list, epoch: int, acc: float, t_start: float, target: float) -> float | None:
@@ -122,20 +116,19 @@ def run_standard(args: argparse.Namespace, seed: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from classicnets import create_model
+    from classicnets import model_card
     from classicnets.data import load_dataset
-    from classicnets.train.data_setup import plan_input
+    from classicnets.data.inputs import plan_input
     from classicnets.data.arrays import seeded_generator
-    from classicnets.train.engine import _optimizer
+    from classicnets.train.engine import build_optimizer
     from classicnets.train.schedule import lr_at
 
     config = _config(args, seed)
     device = torch.device(args.device)
     torch.manual_seed(config.seed)
     s = load_dataset("fashion-mnist", quiet=True)
-    with torch.device("meta"):  # the same input plan as classicnets: pad 28 -> 32 only where the net needs it
-        min_size = create_model(config.model, in_chans=1, **config.model_kwargs).min_input_size[0]
-    pad_to = plan_input(s.shape[-1], min_size, config.image_size, config.model).pad_to
+    min_size = model_card(config.model).min_input_size[0]  # the same input plan as classicnets: pad 28 -> 32 only
+    pad_to = plan_input(s.shape[-1], min_size, config.image_size, config.model).pad_to  # where the net needs it
     images, labels = s.train.images, s.train.labels
     if config.subset is not None and config.subset < len(labels):  # --set subset=N: the same N images
         pick = torch.randperm(len(labels), generator=seeded_generator(config.seed, "subset"))[: config.subset]
@@ -147,7 +140,7 @@ def run_standard(args: argparse.Namespace, seed: int) -> dict:
                              mean=s.mean, std=s.std, num_workers=args.workers, shuffle=False)
     torch.manual_seed(config.seed)
     model = C.standard_model(config.model, 10, 1, **config.model_kwargs).to(device)
-    optimizer = _optimizer(config, model)
+    optimizer = build_optimizer(config, model)
     steps_per_epoch = len(train)
     total_steps = config.epochs * steps_per_epoch
     step, eval_s, history, reached = 0, 0.0, [], None

@@ -1,5 +1,5 @@
 """``python -m classicnets`` (and ``torchrun -m classicnets``) run the command line."""
 
-from .cli import entry
+from .commands import entry
 
 entry()

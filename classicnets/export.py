@@ -12,7 +12,6 @@ the Python input checks are not part of it (onnxruntime rejects a wrong shape it
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import warnings
@@ -36,7 +35,8 @@ __all__ = [
     "verify_torchscript",
     "model_from_safetensors",
     "read_metadata",
-    "register_cli",
+    "parse_size",
+    "read_inputs",
 ]
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -62,12 +62,23 @@ def _check_model(model: nn.Module) -> ClassicNet:
     return model
 
 
+def parse_size(text: str) -> tuple[int, ...]:
+    """``"3x32x32"`` -> (3, 32, 32); also ``"32x32"`` and ``"32"``; a ValueError for anything else."""
+    try:
+        dims = tuple(int(t) for t in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise ValueError(f"input size must look like CxHxW or HxW, e.g. 3x32x32; got {text!r}") from None
+    if len(dims) not in (1, 2, 3) or min(dims) < 1:
+        raise ValueError(f"input size must be positive CxHxW, HxW or N, got {text!r}")
+    return dims
+
+
 def _resolve_input_size(model: ClassicNet, size: int | Sequence[int] | None) -> tuple[int, int, int]:
     """``None`` -> the model's default; ``n`` or ``(h, w)`` -> with the model's channels; ``(c, h, w)`` as is."""
     if size is None:
         return tuple(model.default_input_size)  # type: ignore[return-value]
     if isinstance(size, str):  # "3x32x32", "32x32" or "32"
-        size = _parse_size(size)
+        size = parse_size(size)
     dims = [size] if isinstance(size, int) else [int(d) for d in size]
     if len(dims) == 1:
         dims = [model.in_chans, dims[0], dims[0]]
@@ -88,7 +99,7 @@ def _resolve_input_size(model: ClassicNet, size: int | Sequence[int] | None) -> 
     return tuple(dims)  # type: ignore[return-value]
 
 
-def _example(model: nn.Module, size: tuple[int, int, int], batch: int = 2) -> torch.Tensor:
+def example_inputs(model: nn.Module, size: tuple[int, int, int], batch: int = 2) -> torch.Tensor:
     # Batch 2, not 1: torch.export specialises a dimension of size 0 or 1, which would fix the batch axis.
     p = next(model.parameters())
     g = torch.Generator().manual_seed(0)
@@ -138,9 +149,9 @@ def export(
     model.eval()
     try:
         if format == "onnx":
-            _export_onnx(model, path, _example(model, size), opset, meta, dynamo)
+            _export_onnx(model, path, example_inputs(model, size), opset, meta, dynamo)
         elif format == "torchscript":
-            _export_torchscript(model, path, _example(model, size), meta)
+            _export_torchscript(model, path, example_inputs(model, size), meta)
         else:
             _export_safetensors(model, path, meta)
     finally:
@@ -322,57 +333,7 @@ def verify_torchscript(
     return _compare("TorchScript", ref, out, atol, rtol)
 
 
-# ------------------------------------------------------------------------------------- checkpoints
-
-
-def default_output(checkpoint_path: str | os.PathLike, format: str) -> Path:
-    """``runs/x/best.pt`` -> ``runs/x/best.onnx`` / ``best.torchscript.pt`` / ``best.safetensors``."""
-    p = Path(checkpoint_path)
-    return p.with_name(p.stem + SUFFIXES[format])
-
-
-def export_checkpoint(
-    checkpoint_path: str | os.PathLike,
-    format: str = "onnx",
-    out: str | os.PathLike | None = None,
-    input_size: int | Sequence[int] | None = None,
-    opset: int | None = None,
-) -> Path:
-    """Rebuild the model of a classicnets checkpoint and export it; the checkpoint's model kwargs,
-    classes and normalisation (``data.mean``/``data.std``) go into the metadata. The input size is
-    ``input_size``, else the checkpoint's ``data.input_size``, else the model's default."""
-    return _export_checkpoint(checkpoint_path, format, out, input_size, opset)[0]
-
-
-def _export_checkpoint(
-    checkpoint_path: str | os.PathLike,
-    format: str,
-    out: str | os.PathLike | None,
-    input_size: int | Sequence[int] | None,
-    opset: int | None,
-) -> tuple[Path, nn.Module]:
-    from .train.checkpoint import model_from_checkpoint
-
-    if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    out = Path(out) if out is not None else default_output(checkpoint_path, format)
-    if out.resolve() == Path(checkpoint_path).resolve():
-        raise ValueError(f"--out {out} would overwrite the checkpoint itself; choose another path")
-    model, ckpt = model_from_checkpoint(checkpoint_path)
-    data = ckpt.get("data") or {}
-    meta = {
-        "model_kwargs": ckpt.get("model_kwargs") or {},
-        "classes": ckpt.get("classes"),
-        "mean": data.get("mean"),
-        "std": data.get("std"),
-    }
-    return export(model, out, format, input_size or data.get("input_size"), opset, meta), model
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def _read_inputs(path: str, size: tuple[int, int, int]) -> torch.Tensor:
+def read_inputs(path: str, size: tuple[int, int, int]) -> torch.Tensor:
     """A (B, C, H, W) or (C, H, W) float tensor from a ``.npy`` array or a ``.pt`` tensor."""
     p = Path(path)
     if not p.is_file():
@@ -396,68 +357,49 @@ def _read_inputs(path: str, size: tuple[int, int, int]) -> torch.Tensor:
     return x.float()
 
 
-def _parse_size(text: str) -> tuple[int, ...]:
-    """``"3x32x32"`` -> (3, 32, 32); also ``"32x32"`` and ``"32"``. ``ArgumentTypeError`` is a ValueError."""
-    try:
-        dims = tuple(int(t) for t in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"input size must look like CxHxW or HxW, e.g. 3x32x32; got {text!r}"
-        ) from None
-    if len(dims) not in (1, 2, 3) or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"input size must be positive CxHxW, HxW or N, got {text!r}")
-    return dims
+# ------------------------------------------------------------------------------------- checkpoints
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """``classicnets export``: export a checkpoint, then check the file against PyTorch unless --no-verify."""
-    if args.verify_batch < 1:
-        raise ValueError(f"--verify-batch must be at least 1, got {args.verify_batch}")
-    out, model = _export_checkpoint(args.checkpoint, args.format, args.out, args.input_size, args.opset)
-    size_mb = out.stat().st_size / 2**20
-    print(f"exported {args.checkpoint} -> {out} ({args.format}, {size_mb:.1f} MB)")
-    if args.no_verify:
-        return 0
-    size = tuple(read_metadata(out)["input_size"])
-    if args.inputs:
-        x, what = _read_inputs(args.inputs, size), f"inputs from {args.inputs}"
-    else:
-        x, what = _example(model, size, batch=args.verify_batch).cpu(), f"{args.verify_batch} random inputs"
-    if args.format == "onnx":
-        r, runtime = verify_onnx(model, out, x), "onnxruntime"
-    elif args.format == "torchscript":
-        r, runtime = verify_torchscript(model, out, x), "TorchScript"
-    else:
-        reloaded, _ = model_from_safetensors(out)
-        mismatched = [k for k, v in model.state_dict().items() if not torch.equal(v, reloaded.state_dict()[k])]
-        if mismatched:
-            raise ExportVerificationError(f"{out}: tensors differ after reloading: {', '.join(mismatched[:5])}")
-        print(f"verified: {out} reloads into {model.model_name} with every tensor bit-identical")
-        return 0
-    print(
-        f"verified with {runtime} on {what}: max abs diff {r['max_abs_diff']:.3g} "
-        f"(tolerance {r['tolerance']:.3g}), top-1 agreement {r['top1_agreement']:.1%}"
-    )
-    return 0
+def default_output(checkpoint_path: str | os.PathLike, format: str) -> Path:
+    """``runs/x/best.pt`` -> ``runs/x/best.onnx`` / ``best.torchscript.pt`` / ``best.safetensors``."""
+    p = Path(checkpoint_path)
+    return p.with_name(p.stem + SUFFIXES[format])
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``classicnets export CHECKPOINT --format onnx|torchscript|safetensors [--out PATH] [--no-verify]``."""
-    p = subparsers.add_parser(
-        "export",
-        help="export a checkpoint to ONNX, TorchScript or safetensors (verified against PyTorch)",
-        description="Export a classicnets checkpoint. ONNX and TorchScript files are run on random (or "
-        "given) inputs and compared with PyTorch; safetensors files are reloaded and compared bit for bit.",
-    )
-    p.add_argument("checkpoint", help="a checkpoint written by classicnets train")
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
-    p.add_argument("--out", default=None, metavar="PATH", help="default: next to the checkpoint, e.g. best.onnx")
-    p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
-    p.add_argument(
-        "--inputs", default=None, metavar="FILE", help="images to verify on: .npy array or .pt tensor (B, C, H, W)"
-    )
-    p.add_argument("--verify-batch", type=int, default=8, metavar="N", help="random images to verify on (default 8)")
-    p.add_argument("--input-size", type=_parse_size, default=None, metavar="CxHxW",
-                   help="export size (default: the checkpoint's data.input_size, else the model's)")  # fmt: skip
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.set_defaults(handler=cmd_export)
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    format: str = "onnx",
+    out: str | os.PathLike | None = None,
+    input_size: int | Sequence[int] | None = None,
+    opset: int | None = None,
+) -> Path:
+    """Rebuild the model of a classicnets checkpoint and export it; the run record's model kwargs, classes
+    and preprocessing go into the metadata. The input size is ``input_size``, else the size the model was
+    trained at (the record's input plan)."""
+    return export_checkpoint_model(checkpoint_path, format, out, input_size, opset)[0]
+
+
+def export_checkpoint_model(
+    checkpoint_path: str | os.PathLike,
+    format: str,
+    out: str | os.PathLike | None,
+    input_size: int | Sequence[int] | None,
+    opset: int | None,
+) -> tuple[Path, nn.Module]:
+    from .checkpoint import model_from_checkpoint
+
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out) if out is not None else default_output(checkpoint_path, format)
+    if out.resolve() == Path(checkpoint_path).resolve():
+        raise ValueError(f"--out {out} would overwrite the checkpoint itself; choose another path")
+    model, record, _ = model_from_checkpoint(checkpoint_path)
+    prep = record.preprocessing
+    meta = {
+        "model_kwargs": record.model_kwargs,
+        "classes": list(record.classes),
+        "mean": list(prep.mean),
+        "std": list(prep.std),
+        "preprocessing": prep.to_dict(),
+    }
+    return export(model, out, format, input_size or record.input_size, opset, meta), model

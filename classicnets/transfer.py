@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .models import model_card
 from .models.base import ClassicNet, check_positive
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
     "LoadReport",
     "adapt",
     "adapt_conv_weight",
-    "find_first_conv",
+    "first_conv",
     "freeze",
     "unfreeze",
     "set_frozen_bn_eval",
@@ -92,16 +93,11 @@ class AdaptReport:
         return "\n".join(lines)
 
 
-def find_first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
-    """The first ``nn.Conv2d`` in ``model.modules()`` order whose ``in_channels`` is ``model.in_chans``."""
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The convolution that takes the input channels, as the model card names it: ``(name, module)``."""
     model = _check_model(model)
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.in_channels == model.in_chans:
-            return name, m
-    raise ValueError(
-        f"{model.model_name}: found no nn.Conv2d taking {model.in_chans} input channels, so the input "
-        "channels cannot be adapted; this model's first layer is not a plain convolution"
-    )
+    name = model_card(model.model_name).first_conv
+    return name, model.get_submodule(name)
 
 
 def adapt_conv_weight(weight: torch.Tensor, in_chans: int) -> tuple[torch.Tensor, str]:
@@ -123,13 +119,6 @@ def adapt_conv_weight(weight: torch.Tensor, in_chans: int) -> tuple[torch.Tensor
     return new, f"repeated {old_in}->{in_chans} channels, scaled by {old_in}/{in_chans}"
 
 
-def _module_name(model: nn.Module, target: nn.Module) -> str:
-    for name, m in model.named_modules():
-        if m is target:
-            return name
-    raise AssertionError("classifier is not a submodule of the model")  # internal invariant
-
-
 @torch.no_grad()
 def adapt(model: nn.Module, num_classes: int | None = None, in_chans: int | None = None) -> AdaptReport:
     """Adapt ``model`` in place to ``in_chans`` input channels and/or ``num_classes`` outputs.
@@ -145,7 +134,7 @@ def adapt(model: nn.Module, num_classes: int | None = None, in_chans: int | None
     if in_chans is not None:
         check_positive("in_chans", in_chans)
         if in_chans != model.in_chans:
-            name, conv = find_first_conv(model)
+            name, conv = first_conv(model)
             if conv.groups != 1:
                 raise ValueError(
                     f"{model.model_name}: the first conv {name!r} is grouped (groups={conv.groups}); only "
@@ -165,7 +154,7 @@ def adapt(model: nn.Module, num_classes: int | None = None, in_chans: int | None
         head = model.get_classifier()
         if ref is not None:
             head.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
-        prefix = _module_name(model, head)
+        prefix = model_card(model.model_name).classifier
         reinit = [k for k in model.state_dict() if k.startswith(prefix + ".")]
     kept = [k for k in model.state_dict() if k not in adapted and k not in reinit]
     return AdaptReport(
@@ -390,7 +379,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
     a classicnets checkpoint (verified by ``load_checkpoint``), or a state dict, bare or wrapped in
     ``{'state_dict': ...}`` / ``{'model': ...}``, with ``module.`` / ``_orig_mod.`` prefixes stripped.
     """
-    from .train.checkpoint import FORMAT, load_checkpoint
+    from .checkpoint import FORMAT, load_checkpoint, read_record
 
     path = Path(path)
     if not path.is_file():
@@ -410,8 +399,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
         raise _refuse(path, exc) from None
     source = "state dict"
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        source = f"classicnets checkpoint of {obj.get('model_name')!r}"
-        obj = load_checkpoint(path)["model"]  # verifies the checksum
+        state = load_checkpoint(path)  # verifies the checksum
+        source = f"classicnets checkpoint of {read_record(state, path).model!r}"
+        obj = state["model"]
     elif isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in _WRAPPERS:
             if isinstance(obj.get(key), dict):
@@ -475,69 +465,36 @@ class _StopForward(Exception):
     """Raised by the last stage's hook: the rest of the network (the head) is not needed."""
 
 
-def _lenet_stages(model: nn.Module) -> dict[str, str]:
-    """s2, s4, c5 of ``features``, each taken after the activation that follows it, if any."""
-    mods = list(model.features.named_children())
-    stages = {}
-    for i, (name, _) in enumerate(mods):
-        if name in ("s2", "s4", "c5"):
-            j = i
-            while j + 1 < len(mods) and mods[j + 1][0].startswith("act"):
-                j += 1
-            stages[name] = f"features.{mods[j][0]}"
-    return stages
-
-
-def stage_names(model: nn.Module) -> dict[str, str]:
-    """Stage name -> the module whose output it is (``"<input of> layer1"`` for a ResNet's ``stem``)."""
-    from .models.alexnet import AlexNet
-    from .models.cifar_resnet import CifarResNet
-    from .models.lenet import LeNet5, LeNet5Modern
-    from .models.resnet import ResNet
-    from .models.vgg import VGG
-
-    model = _check_model(model)
-    if isinstance(model, (ResNet, CifarResNet)):
-        layers = [n for n, _ in model.named_children() if n.startswith("layer")]
-        return {"stem": "<input of> layer1", **{n: n for n in layers}}
-    if isinstance(model, (VGG, AlexNet)):
-        pools = [n for n, m in model.features.named_children() if isinstance(m, nn.MaxPool2d)]
-        return {f"pool{i + 1}": f"features.{n}" for i, n in enumerate(pools)}
-    if isinstance(model, (LeNet5, LeNet5Modern)):
-        return _lenet_stages(model)
-    raise ValueError(f"no stage map for {type(model).__name__}; stage_outputs knows ResNet, VGG, AlexNet, LeNet-5")
+def stage_names(model: nn.Module) -> list[str]:
+    """The modules whose outputs are the model's stages, in forward order, as its model card declares them
+    (timm's ``feature_info``): e.g. ``relu`` (the stem), ``layer1``..``layer4`` for a ResNet."""
+    return [stage.name for stage in model_card(_check_model(model).model_name).stages]
 
 
 def stage_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Run ``model`` on ``x`` and return each stage's output, in forward order.
+    """Run ``model`` on ``x`` and return each stage's output, keyed by module name, in forward order.
 
-    ResNets: ``stem`` (the input of layer1), ``layer1``..``layer4`` (``layer3`` for CIFAR ResNets);
-    VGG/AlexNet: ``pool1``.. after each max-pool of ``features``; LeNet-5: ``s2``, ``s4``, ``c5`` (after
-    their activations). Implemented with forward hooks, not torchvision's ``create_feature_extractor``,
-    because FX symbolic tracing cannot follow the input checks in ``ClassicNet.forward``. The forward
-    stops after the last stage, so the head is not run. Gradients flow as usual.
+    The stages are the model card's (:func:`stage_names`): ResNets ``relu`` (the stem) and ``layer1``..;
+    VGG/AlexNet each max-pool of ``features``; LeNet-5 C1, S2, C3, S4 and C5 after their activations.
+    Implemented with forward hooks, not torchvision's ``create_feature_extractor``, because FX symbolic
+    tracing cannot follow the input checks in ``ClassicNet.forward``. The forward stops after the last stage,
+    so the head is not run. Gradients flow as usual.
     """
     stages = stage_names(model)
-    modules = dict(model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
-    last = list(stages)[-1]
     handles = []
 
-    def make_hook(stage: str, pre: bool):
-        def hook(module: nn.Module, args: tuple, output: Any = None) -> None:
-            outputs[stage] = args[0] if pre else output
-            if stage == last:
+    def make_hook(stage: str):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            outputs[stage] = output
+            if stage == stages[-1]:
                 raise _StopForward
 
         return hook
 
     try:
-        for stage, target in stages.items():
-            if target.startswith("<input of> "):
-                module = modules[target.removeprefix("<input of> ")]
-                handles.append(module.register_forward_pre_hook(make_hook(stage, pre=True)))
-            else:
-                handles.append(modules[target].register_forward_hook(make_hook(stage, pre=False)))
+        for stage in stages:
+            handles.append(model.get_submodule(stage).register_forward_hook(make_hook(stage)))
         try:
             model(x)
         except _StopForward:

@@ -22,10 +22,10 @@ import pytest
 import torch
 from PIL import Image
 
-from classicnets import create_model
-from classicnets.data.datasets import FASHION_MNIST_CLASSES
 from classicnets.data.formats import write_cifar_archive
-from classicnets.train.checkpoint import save_checkpoint
+from conftest import rewrite_record
+
+pytestmark = pytest.mark.processes  # every test here runs real processes
 
 BIN = Path(sys.executable).parent / "classicnets"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CLASSICNETS_DATA": ""}
@@ -42,25 +42,16 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _checkpoint(path: Path, model_name: str = "lenet5_modern") -> Path:
-    """A real checkpoint of an untrained 1-channel LeNet-5 as `classicnets train` writes it (no training)."""
-    model = create_model("lenet5_modern", num_classes=10, in_chans=1)
-    data = {"name": "fashion-mnist", "mean": [0.286], "std": [0.353], "in_chans": 1, "classes": list(FASHION_MNIST_CLASSES),
-            "input": {"native": 28, "size": 32, "pad_to": 32, "resize_to": None}}  # fmt: skip
-    return save_checkpoint(path, {"model_name": model_name, "model_kwargs": {"num_classes": 10, "in_chans": 1},
-                                  "model": model.state_dict(), "classes": list(FASHION_MNIST_CLASSES), "data": data,
-                                  "config": {"data": "fashion-mnist"}, "epoch": 1, "step": 1})  # fmt: skip
-
-
 def _png(path: Path, seed: int, size: int = 12) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
 
 
-def build_fixtures(root: Path) -> dict[str, str]:
+def build_fixtures(root: Path, good_checkpoint: Path) -> dict[str, str]:
+    """Every bad input the cases need; ``good_checkpoint`` is a real 1-channel, 10-class LeNet-5 checkpoint."""
     f: dict[str, Path] = {}
-    f["ckpt"] = _checkpoint(root / "good.pt")
-    f["unknown_model"] = _checkpoint(root / "lenet6.pt", model_name="lenet6")
+    f["ckpt"] = rewrite_record(good_checkpoint, root / "good.pt")
+    f["unknown_model"] = rewrite_record(good_checkpoint, root / "lenet6.pt", model="lenet6")
     marker = root / "PWNED"
     f["marker"] = marker
     f["evil"] = root / "evil.pt"
@@ -155,9 +146,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, subprocess.CompletedProcess], dict]:
+def outcomes(tmp_path_factory: pytest.TempPathFactory, trained) -> tuple[dict[str, subprocess.CompletedProcess], dict]:
     root = tmp_path_factory.mktemp("cli_errors")
-    fixtures = build_fixtures(root)
+    fixtures = build_fixtures(root, trained("lenet5_modern-fashion") / "best.pt")
     env = {**ENV, "XDG_CACHE_HOME": str(root / "cache")}  # never the user's cache, never a download
 
     def run(case) -> subprocess.CompletedProcess:

@@ -6,9 +6,23 @@ import pytest
 import torch
 
 from classicnets.data import ArrayDataset, InMemoryLoader, split_validation
-from classicnets.data.loader import augment_batch, reference_augment
+from classicnets.data.loader import augment_batch
 
 MEAN, STD = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
+
+
+def reference_augment(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                      padding: int) -> torch.Tensor:
+    """The same augmentation, one sample at a time with torchvision's functional ops (slow; for tests)."""
+    import torchvision.transforms.functional as TF
+
+    out = []
+    h, w = images.shape[-2:]
+    for img, (dy, dx), flip in zip(images, offsets.tolist(), flips.tolist()):
+        img = TF.pad(img, [padding]) if padding else img
+        img = TF.crop(img, dy, dx, h, w)
+        out.append(TF.hflip(img) if flip else img)
+    return torch.stack(out)
 
 
 def make_dataset(n: int = 50, c: int = 3, size: int = 12, seed: int = 0) -> ArrayDataset:

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
+import pytest
 
-from classicnets.train.checkpoint import load_checkpoint
+from classicnets.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.processes  # every test here runs real processes
 
 PY = sys.executable
 COMMON = ["lenet5_modern", "--data", "fashion-mnist", "--subset", "1000", "--batch-size", "128", "--lr", "0.05",

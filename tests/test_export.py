@@ -14,18 +14,20 @@ import torch
 from torch import nn
 
 from classicnets import create_model
+from classicnets.checkpoint import model_from_checkpoint
+from classicnets.commands.export import register
+from classicnets.data.folder import IMAGENET_MEAN
 from classicnets.export import (
     ExportVerificationError,
     export,
     export_checkpoint,
     model_from_safetensors,
     read_metadata,
-    register_cli,
     verify_onnx,
     verify_torchscript,
 )
 from classicnets.models.base import ClassicNet
-from classicnets.train.checkpoint import save_checkpoint
+from conftest import FOLDER_CLASSES, rewrite_record
 
 
 @pytest.fixture(autouse=True)
@@ -50,17 +52,20 @@ def _images(model: nn.Module, batch: int, size: tuple[int, int, int] | None = No
     return torch.rand(batch, *(size or model.default_input_size)) * 2 - 1
 
 
-def _checkpoint(path, name: str = "resnet20", **extra) -> tuple[nn.Module, object]:
-    """A checkpoint as the engine writes it: resnet20 with shortcut B, or a (faster to export) LeNet."""
-    kwargs = {"num_classes": 4, "shortcut": "B"} if name == "resnet20" else {"num_classes": 4}
-    model = create_model(name, **kwargs)
-    channels = model.in_chans
-    state = {
-        "model_name": name, "model_kwargs": kwargs, "model": model.state_dict(),
-        "classes": ["cat", "dog", "frog", "ship"],
-        "data": {"mean": [0.49] * channels, "std": [0.25] * channels, "input_size": [channels, 32, 32]}, **extra,
-    }  # fmt: skip
-    return model.eval(), save_checkpoint(path, state)
+@pytest.fixture
+def checkpoint(trained, tmp_path):
+    """``checkpoint(path, name)`` -> (model, path): the best.pt of a real 1-epoch run on a 4-class image folder
+    (resnet20 with shortcut B on RGB, or a faster to export 1-channel LeNet-5), copied to ``path``."""
+
+    def make(path, name: str = "resnet20", **record_changes) -> tuple[nn.Module, object]:
+        run = trained("resnet20-folder" if name == "resnet20" else "lenet5_modern-folder")
+        path = rewrite_record(run / "best.pt", path, **record_changes)
+        if record_changes:
+            return None, path
+        model, _, _ = model_from_checkpoint(path)
+        return model.eval(), path
+
+    return make
 
 
 # -------------------------------------------------------------------------------------------- ONNX
@@ -205,13 +210,14 @@ def test_safetensors_round_trip_with_metadata(tmp_path) -> None:
 # ------------------------------------------------------------------------------------- checkpoints
 
 
-def test_export_checkpoint_carries_kwargs_classes_and_normalisation(tmp_path) -> None:
-    model, ckpt = _checkpoint(tmp_path / "best.pt")
+def test_export_checkpoint_carries_kwargs_classes_and_normalisation(tmp_path, checkpoint) -> None:
+    model, ckpt = checkpoint(tmp_path / "best.pt")
     out = export_checkpoint(ckpt, "safetensors")
     assert out == tmp_path / "best.safetensors"
     rebuilt, meta = model_from_safetensors(out)
     assert rebuilt.shortcut == "B" and meta["model_kwargs"] == {"num_classes": 4, "in_chans": 3, "shortcut": "B"}
-    assert meta["classes"] == ["cat", "dog", "frog", "ship"] and meta["mean"] == [0.49] * 3
+    assert meta["classes"] == list(FOLDER_CLASSES) and meta["mean"] == list(IMAGENET_MEAN)
+    assert meta["input_size"] == [3, 32, 32] and meta["preprocessing"]["kind"] == "folder"
     x = _images(model, 2)
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(x), model(x))
@@ -221,11 +227,11 @@ def test_export_checkpoint_carries_kwargs_classes_and_normalisation(tmp_path) ->
     assert verify_torchscript(model, ts, x)["top1_agreement"] == 1.0
 
 
-def test_export_checkpoint_errors(tmp_path) -> None:
-    _, ckpt = _checkpoint(tmp_path / "unknown.pt", model_name="resnet9000")
+def test_export_checkpoint_errors(tmp_path, checkpoint) -> None:
+    _, ckpt = checkpoint(tmp_path / "unknown.pt", model="resnet9000")
     with pytest.raises(ValueError, match="model 'resnet9000', which this version of classicnets does not know"):
         export_checkpoint(ckpt, "onnx")
-    _, good = _checkpoint(tmp_path / "good.pt")
+    _, good = checkpoint(tmp_path / "good.pt")
     with pytest.raises(ValueError, match="would overwrite the checkpoint"):
         export_checkpoint(good, "torchscript", out=good)
     with pytest.raises(ValueError, match="unknown export format"):
@@ -240,13 +246,13 @@ def test_export_checkpoint_errors(tmp_path) -> None:
 
 def _run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="classicnets")
-    register_cli(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.handler(args)
 
 
-def test_cli_handler_exports_and_verifies_onnx(tmp_path, capsys) -> None:
-    model, ckpt = _checkpoint(tmp_path / "best.pt", "lenet5_modern")
+def test_cli_handler_exports_and_verifies_onnx(tmp_path, capsys, checkpoint) -> None:
+    model, ckpt = checkpoint(tmp_path / "best.pt", "lenet5_modern")
     inputs = tmp_path / "x.npy"
     np.save(inputs, _images(model, 3).numpy())
     assert _run_cli(["export", str(ckpt), "--inputs", str(inputs)]) == 0
@@ -275,16 +281,16 @@ def test_cli_handler_exports_and_verifies_onnx(tmp_path, capsys) -> None:
         _run_cli(["export", str(ckpt), "--format", "torchscript", "--inputs", str(inputs)])
 
 
-def test_cli_main_wiring(tmp_path, capsys) -> None:
-    """Through ``classicnets.cli.main``: the export command is registered and answers errors cleanly."""
-    from classicnets import cli
+def test_cli_main_wiring(tmp_path, capsys, checkpoint) -> None:
+    """Through ``classicnets.commands.main``: the export command is registered and answers errors cleanly."""
+    from classicnets import commands as cli
 
     choices = cli.build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert "export" in choices
-    _, ckpt = _checkpoint(tmp_path / "best.pt")
+    _, ckpt = checkpoint(tmp_path / "best.pt")
     assert cli.main(["export", str(ckpt), "--format", "torchscript"]) == 0
     assert "verified with TorchScript" in capsys.readouterr().out
-    _, unknown = _checkpoint(tmp_path / "unknown.pt", model_name="resnet9000")
+    _, unknown = checkpoint(tmp_path / "unknown.pt", model="resnet9000")
     assert cli.main(["export", str(unknown)]) == 2
     err = capsys.readouterr().err
     assert "does not know" in err and "Traceback" not in err

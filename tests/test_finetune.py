@@ -13,7 +13,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from classicnets.train.checkpoint import load_checkpoint
+from classicnets.checkpoint import load_checkpoint, read_record
 from classicnets.train.config import config_from_dict, load_recipe
 from classicnets.train.engine import fit
 
@@ -41,6 +41,7 @@ def make_folder(root: Path, per_class: int = 24, size: int = 40) -> Path:
     return root
 
 
+@pytest.mark.processes
 def test_finetune_folder_learns_and_exports(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "images")
     torch.manual_seed(0)
@@ -57,7 +58,8 @@ def test_finetune_folder_learns_and_exports(tmp_path: Path) -> None:
     assert any("adapted" in m or "reinitialized" in m for m in messages), messages
     assert result.best_val_acc is not None and result.best_val_acc > 0.6, result  # chance is 1/3
     ckpt = load_checkpoint(tmp_path / "runs" / "ft" / "last.pt")
-    assert ckpt["classes"] == sorted(CLASSES) and ckpt["model_kwargs"]["num_classes"] == 3
+    record = read_record(ckpt)
+    assert record.classes == tuple(sorted(CLASSES)) and record.model_kwargs["num_classes"] == 3
     # layers up to layer2 were frozen: identical to the pretrained file
     pretrained = torch.load(weights, weights_only=True)
     for key in ("conv1.weight", "layer1.0.conv1.weight", "layer2.1.bn2.running_mean"):
@@ -70,6 +72,7 @@ def test_finetune_folder_learns_and_exports(tmp_path: Path) -> None:
     assert (tmp_path / "runs" / "ft" / "best.onnx").stat().st_size > 1_000_000
 
 
+@pytest.mark.processes
 def test_finetune_cli_needs_weights_and_reports_mismatch(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "images", per_class=4)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

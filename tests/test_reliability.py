@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from classicnets.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from classicnets.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from classicnets.train.config import config_from_dict
 from classicnets.train.engine import TrainingError, fit
 
@@ -78,7 +78,7 @@ def assert_same_run(got: Path, want: Path) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted run every interrupted one must reproduce bit for bit."""
-    from classicnets.cli import main
+    from classicnets.commands import main
 
     out = tmp_path_factory.mktemp("reference")
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -130,6 +130,7 @@ def check_kill_and_resume(reference: Path, out: Path, after_epoch: int, delay: f
     assert_same_run(out / name, reference)
 
 
+@pytest.mark.processes
 @pytest.mark.timeout(300)
 def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_weights(reference: Path, tmp_path: Path) -> None:
     # Killed at a (seeded) random moment of epoch 2: the resume restarts epoch 2 from the end of epoch 1.
@@ -137,6 +138,7 @@ def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_weights(reference: Path,
     check_kill_and_resume(reference, tmp_path, after_epoch=1, delay=delay)
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("after_epoch", [0, 1, 2, 3])
@@ -157,9 +159,9 @@ def _epoch_seconds(run: Path) -> float:
 # process to itself: the windows a random kill rarely hits.
 HOOK = textwrap.dedent("""
     import os, signal, sys
-    import classicnets.train.checkpoint as checkpoint
+    import classicnets.checkpoint as checkpoint
     import classicnets.train.engine as engine
-    from classicnets.cli import main
+    from classicnets.commands import main
 
     where, epoch = sys.argv[1], int(sys.argv[2])
     save, replace = engine._save, checkpoint.os.replace
@@ -206,6 +208,7 @@ def kill_at(out: Path, name: str, where: str, epoch: int) -> subprocess.Complete
     pytest.param("replacing last.pt", marks=pytest.mark.slow),  # the new last.pt complete in its temp file
     pytest.param("after last.pt", marks=pytest.mark.slow),
 ])  # fmt: skip
+@pytest.mark.processes
 def test_sigkill_inside_the_end_of_epoch_writes(reference: Path, tmp_path: Path, where: str) -> None:
     kill_at(tmp_path, "killed", where, epoch=2)
     run = tmp_path / "killed"
@@ -219,7 +222,7 @@ def test_sigkill_inside_the_end_of_epoch_writes(reference: Path, tmp_path: Path,
 SAVER = textwrap.dedent("""
     import sys
     import numpy as np, torch
-    from classicnets.train.checkpoint import save_checkpoint
+    from classicnets.checkpoint import save_checkpoint
 
     path, n, version = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     print("ready", flush=True)
@@ -257,11 +260,13 @@ def kill_saver_rounds(tmp_path: Path, rounds: int, seed: int) -> tuple[int, int]
     return mid_write, version
 
 
+@pytest.mark.processes
 @pytest.mark.timeout(300)
 def test_sigkill_during_checkpoint_writes_keeps_a_complete_version(tmp_path: Path) -> None:
     kill_saver_rounds(tmp_path, rounds=2, seed=0)
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_sigkill_during_checkpoint_writes_sweep(tmp_path: Path) -> None:
@@ -276,7 +281,7 @@ class _Interrupted(BaseException):
 @pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device"), _Interrupted()])
 def test_exception_in_the_middle_of_a_checkpoint_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        exc: BaseException) -> None:  # fmt: skip
-    import classicnets.train.checkpoint as checkpoint
+    import classicnets.checkpoint as checkpoint
 
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"model": {"w": torch.ones(100_000)}, "epoch": 1})
@@ -377,7 +382,7 @@ def disk(tmp_path: Path):
 FILL_AFTER = textwrap.dedent("""
     import sys
     import classicnets.train.engine as engine
-    from classicnets.cli import main
+    from classicnets.commands import main
 
     folder, epoch, real = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
     line = engine._epoch_line
@@ -407,6 +412,7 @@ FILL_AFTER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.processes
 @pytest.mark.timeout(300)
 def test_disk_full_at_a_checkpoint_stops_cleanly_and_resume_finishes_the_run(reference: Path, disk: Disk) -> None:
     result = subprocess.run([sys.executable, "-c", FILL_AFTER, str(disk.path), "1", "1" if disk.real else "0",
@@ -441,6 +447,7 @@ def _fill_after_epoch(disk: Disk, monkeypatch: pytest.MonkeyPatch, epoch: int):
     return log
 
 
+@pytest.mark.processes
 def test_disk_full_before_the_first_write_names_config_yaml(disk: Disk, monkeypatch: pytest.MonkeyPatch) -> None:
     disk.fill(monkeypatch)
     with pytest.raises(TrainingError, match=r"could not write .*config.yaml.*: No space left on device; no "
@@ -448,6 +455,7 @@ def test_disk_full_before_the_first_write_names_config_yaml(disk: Disk, monkeypa
         fit(quick(disk.path), log=lambda _: None)
 
 
+@pytest.mark.processes
 def test_disk_full_at_result_json_then_resume_writes_it(disk: Disk, monkeypatch: pytest.MonkeyPatch) -> None:
     run = disk.path / "run"
     with pytest.raises(TrainingError, match=r"could not write .*result.json.*previous checkpoint .*last.pt and the "
@@ -517,6 +525,7 @@ def test_tensorboard_keeps_every_epoch_across_a_resume(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- divergence
+@pytest.mark.processes
 def test_divergence_through_the_cli_exits_1_and_keeps_the_checkpoint(reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(reference, run)

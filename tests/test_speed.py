@@ -56,6 +56,7 @@ def test_standard_model_is_the_same_network(name: str, kwargs: dict, in_chans: i
         torch.testing.assert_close(theirs(x), ours(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.processes
 def test_time_to_accuracy_script_runs_both_paths(tmp_path: Path) -> None:
     """The benchmark itself keeps working: both recipes train, evaluate and report (512 images, 1 epoch)."""
     import json

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classicnets.analysis.studies import (
+from classicnets.studies import (
     DegradationReport, GradientReport, IdentityReport, Recipe, degradation, gradient_flow, identity_study,
     layer_gradients, zero_init_checks,
 )  # fmt: skip
-from classicnets.analysis.studies.cli import register_cli
-from classicnets.analysis.studies.common import build_net, parse_list, twin_of
+from classicnets.commands.studies import parse_list, register
+from classicnets.studies.setup import build_net, twin_of
 from classicnets.data.arrays import ArrayDataset, Splits
 from classicnets.models.cifar_resnet import CifarResNet
 
@@ -191,7 +191,7 @@ def test_zero_init_block_is_exactly_the_identity() -> None:
 # ---------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="classicnets")
-    register_cli(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     return parser
 
 
@@ -213,7 +213,7 @@ def test_cli_errors_are_value_errors(tmp_path) -> None:
 
 
 def test_wired_into_the_classicnets_command(tmp_path, capsys) -> None:
-    from classicnets import cli
+    from classicnets import commands as cli
 
     assert "study" in cli.build_parser()._subparsers._group_actions[0].choices
     assert cli.main(["study", "identity", "--steps", "30", "--out", str(tmp_path)]) == 0
@@ -223,7 +223,7 @@ def test_wired_into_the_classicnets_command(tmp_path, capsys) -> None:
 
 
 def test_compare_table(tmp_path) -> None:
-    from classicnets.analysis.studies import compare
+    from classicnets.studies import compare
     from classicnets.data import load_dataset
     from classicnets.train.config import TrainConfig
 
@@ -241,3 +241,17 @@ def test_compare_table(tmp_path) -> None:
     assert report.reading()[0] in (tmp_path / "report.md").read_text()
     with pytest.raises(ValueError, match="already holds runs of lenet5"):
         compare(["lenet5"], data="fashion-mnist", epochs=1, subset=256, base=base, out=tmp_path, log=None)
+
+
+def test_cli_defaults_are_the_studies_defaults() -> None:
+    """The parsers are built without importing the studies (torch-free --help), so their defaults are written
+    out in commands/studies.py; they must be the library's."""
+    from classicnets.commands.studies import DEGRADATION_DEFAULTS, GRADIENT_MODELS
+    from classicnets.studies import DEFAULT_MODELS
+
+    assert GRADIENT_MODELS == DEFAULT_MODELS
+    recipe = Recipe()
+    assert DEGRADATION_DEFAULTS == {k: getattr(recipe, k) for k in DEGRADATION_DEFAULTS}
+    args = _parser().parse_args(["study", "degradation"])
+    assert (args.epochs, args.subset, args.lr, args.warmup_epochs) == (recipe.epochs, recipe.subset, recipe.lr,
+                                                                       recipe.warmup_epochs)  # fmt: skip

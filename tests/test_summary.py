@@ -1,4 +1,4 @@
-"""Tests for classicnets.analysis.summary: MACs, parameters, formulas, receptive fields, renderers."""
+"""Tests for classicnets.summary: MACs, parameters, formulas, receptive fields, renderers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from classicnets.analysis import Summary, eval_formula, summary
+from classicnets.summary import Summary, eval_formula, summary
 
 
 def tv_meta(name: str) -> nn.Module:

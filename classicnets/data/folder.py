@@ -13,7 +13,6 @@ silently would bias the data).
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .arrays import seeded_generator
 from .errors import DataFormatError
+from .inputs import folder_eval_transform, folder_train_transform
 
 __all__ = ["ImageFolderData", "FolderDataset", "FolderLoader", "IMG_EXTENSIONS", "IMAGENET_MEAN",
            "IMAGENET_STD"]
@@ -32,7 +32,6 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GREY_MEAN, GREY_STD = (0.449,), (0.226,)   # the averages of ImageNet's three channels
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
-_EVAL_CROP_RATIO = 0.875                    # resize to 256, centre-crop 224 (Krizhevsky et al., He et al.)
 
 
 class FolderDataset(Dataset):
@@ -127,14 +126,10 @@ class ImageFolderData:
         self.eval_transform = self._eval_transform()
 
     def _train_transform(self):
-        from torchvision import transforms as T
-        return T.Compose([T.RandomResizedCrop(self.image_size), T.RandomHorizontalFlip(), T.ToTensor(),
-                          T.Normalize(self.mean, self.std)])
+        return folder_train_transform(self.image_size, self.mean, self.std)
 
     def _eval_transform(self):
-        from torchvision import transforms as T
-        return T.Compose([T.Resize(math.ceil(self.image_size / _EVAL_CROP_RATIO)),
-                          T.CenterCrop(self.image_size), T.ToTensor(), T.Normalize(self.mean, self.std)])
+        return folder_eval_transform(self.image_size, self.mean, self.std)
 
     def train_loader(self, batch_size: int, num_workers: int = 0, rank: int = 0, world_size: int = 1,
                      drop_last: bool = False) -> FolderLoader:

@@ -21,8 +21,8 @@ import pickletools
 import struct
 import tarfile
 import zlib
-from pathlib import Path
 from gzip import compress as _gzip_compress  # write_idx's ``gzip`` flag shadows the module
+from pathlib import Path
 from typing import IO, Iterator, NamedTuple
 
 import numpy as np

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from .arrays import ArrayDataset, seeded_generator
+from .inputs import normalizer, pad_center, to_model_input
 
-__all__ = ["InMemoryLoader", "EpochPlan", "augment_batch", "reference_augment", "pad_center"]
+__all__ = ["InMemoryLoader", "EpochPlan", "augment_batch"]
 
 
 class EpochPlan(NamedTuple):
@@ -23,16 +24,6 @@ class EpochPlan(NamedTuple):
     indices: torch.Tensor   # (M,) int64
     offsets: torch.Tensor   # (M, 2) int64, each in [0, 2 * crop_padding]
     flips: torch.Tensor     # (M,) bool
-
-
-def pad_center(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Zero-pad (N, C, H, W) images to (N, C, size, size), centred; an odd margin puts the extra row/column
-    at the bottom/right. Zero is the raw background value (e.g. LeNet-5's 28 -> 32 for MNIST)."""
-    h, w = images.shape[-2:]
-    if size < h or size < w:
-        raise ValueError(f"pad_to={size} is smaller than the images ({h}x{w}); use pad_to >= {max(h, w)}")
-    top, left = (size - h) // 2, (size - w) // 2
-    return F.pad(images, (left, size - w - left, top, size - h - top))
 
 
 def augment_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
@@ -54,28 +45,14 @@ def augment_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tens
     return padded.reshape(b, c, hp * wp).gather(2, where).view(b, c, h, w)
 
 
-def reference_augment(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
-                      padding: int) -> torch.Tensor:
-    """The same augmentation, one sample at a time with torchvision's functional ops (slow; for tests)."""
-    import torchvision.transforms.functional as TF
-
-    out = []
-    h, w = images.shape[-2:]
-    for img, (dy, dx), flip in zip(images, offsets.tolist(), flips.tolist()):
-        img = TF.pad(img, [padding]) if padding else img
-        img = TF.crop(img, dy, dx, h, w)
-        out.append(TF.hflip(img) if flip else img)
-    return torch.stack(out)
-
-
 class InMemoryLoader:
     """Batches ``(x, y)`` from an ArrayDataset held on ``device``: x float32 (B, C, H, W) normalised as
     ``(pixel / 255 - mean) / std``, y int64 (B,).
 
-    Per batch: index the uint8 tensor, pad/crop/flip (``crop_padding``, ``hflip``), convert to float and
-    normalise. ``pad_to`` zero-pads every image once, up front, before any of that. Augmenting the uint8
-    values before the float conversion gives the same numbers as converting first, at a quarter of the
-    memory traffic.
+    Per batch: index the uint8 tensor, pad/crop/flip (``crop_padding``, ``hflip``), then the shared
+    :func:`~classicnets.data.inputs.to_model_input` (float, normalise, ``resize_to`` if given). ``pad_to``
+    zero-pads every image once, up front, before any of that. ``Preprocessing.arrays`` applies the same
+    steps to one batch, so evaluation, ``predict`` and this loader feed a model identical numbers.
 
     Call ``set_epoch(e)`` before each epoch (as with DistributedSampler); otherwise every pass repeats the
     same order. With ``world_size > 1`` each rank takes every world_size-th sample of the epoch's order.
@@ -86,16 +63,15 @@ class InMemoryLoader:
 
     def __init__(self, dataset: ArrayDataset, batch_size: int, *, shuffle: bool, drop_last: bool = False,
                  device: str | torch.device = "cpu", mean: Sequence[float], std: Sequence[float],
-                 pad_to: int | None = None, crop_padding: int = 0, hflip: bool = False,
+                 pad_to: int | None = None, resize_to: int | None = None, crop_padding: int = 0, hflip: bool = False,
                  channels_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         _check_args(dataset, batch_size, mean, std, crop_padding, rank, world_size)
         images = pad_center(dataset.images, pad_to) if pad_to else dataset.images
         self.device = torch.device(device)
         self.images = images.to(self.device)          # (N, C, H, W) uint8, resident for the whole run
         self.labels = dataset.labels.to(self.device)  # (N,) int64
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self._scale, self._shift = 1 / (255 * std_t), mean_t / std_t
+        self._scale, self._shift = normalizer(mean, std, self.device)
+        self.resize_to = resize_to
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.crop_padding, self.hflip, self.channels_last = crop_padding, hflip, channels_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -137,10 +113,7 @@ class InMemoryLoader:
             x = self.images[idx]                                           # (B, C, H, W) uint8
             if augment:
                 x = augment_batch(x, plan.offsets[sl], plan.flips[sl], self.crop_padding)
-            x = x.float().mul_(self._scale).sub_(self._shift)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield to_model_input(x, self._scale, self._shift, self.resize_to, self.channels_last), self.labels[idx]
 
     def __repr__(self) -> str:
         return (f"InMemoryLoader({len(self.images)} images {tuple(self.images.shape[1:])} on {self.device}, "

@@ -14,6 +14,7 @@ gives a ``ValueError`` that names the problem and the fix instead of a shape err
 import torch
 from torch import nn
 
+
 def count_skip_connections(module: nn.Module) -> int:
     """Residual additions in a forward pass: blocks whose ``has_skip`` is True (any nn.Module works)."""
     return sum(1 for m in module.modules() if getattr(m, "has_skip", False) is True)

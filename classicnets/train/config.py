@@ -218,7 +218,7 @@ def parse_set(assignments: list[str], base: TrainConfig) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    from .checkpoint import atomic_write_bytes
+    from ..checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
 

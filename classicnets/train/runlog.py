@@ -45,7 +45,7 @@ class RunLog:
                 self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def _rewrite(self) -> None:
-        from .checkpoint import atomic_write_bytes
+        from ..checkpoint import atomic_write_bytes
 
         lines = [",".join(COLUMNS)] + [",".join(_fmt(r.get(c)) for c in COLUMNS) for r in self.rows]
         atomic_write_bytes(self.csv_path, ("\n".join(lines) + "\n").encode())

@@ -7,14 +7,15 @@ side-by-side comparison of the classic nets.
     compare(["lenet5_modern", "resnet20"], "fashion-mnist", epochs=5) -> CompareReport
 
 Each writes a run directory (``runs/study-<kind>-<time>`` or ``out``) with the raw numbers (CSV, JSON), PNG
-figures and a report.md whose reading is computed from those numbers. The CLI (``classicnets study ...``,
-``classicnets compare``) is a thin layer over these functions, in ``cli.py``.
+figures and a report.md whose reading is computed from those numbers (``report.py`` writes them all). The
+command line (``classicnets study ...``, ``classicnets compare``) is in ``classicnets/commands/studies.py``.
 """
 
 from .compare import CompareReport, compare
-from .degradation import DegradationReport, Recipe, degradation
-from .gradients import DEFAULT_MODELS, GradientReport, LayerGradients, gradient_flow, layer_gradients
+from .degradation import DegradationReport, degradation
+from .gradients import GradientReport, LayerGradients, gradient_flow, layer_gradients
 from .identity import IdentityReport, identity_study, zero_init_checks
+from .recipe import DEFAULT_MODELS, Recipe
 
 __all__ = [
     "DEFAULT_MODELS", "CompareReport", "DegradationReport", "GradientReport", "IdentityReport", "LayerGradients",

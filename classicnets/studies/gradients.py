@@ -20,16 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data import InMemoryLoader
-from ...data.arrays import Splits, seeded_generator
-from ...train.data_setup import plan_input, resizer
-from ...train.hardware import amp_dtype, autocast
-from .common import (
-    build_net, check_positive_int, fmt, get_data, markdown_table, print_flush, pyplot, read_csv, resolve_device,
-    run_dir, save_figure, torch_threads, twin_of, write_csv, write_json,
-)  # fmt: skip
-
-DEFAULT_MODELS = ("plain20", "resnet20", "plain56", "resnet56", "plain110", "resnet110")
+from ..data import InMemoryLoader
+from ..data.arrays import Splits, seeded_generator
+from ..data.inputs import plan_input
+from ..train.config import TrainConfig
+from ..train.runtime import amp_dtype
+from ..train.schedule import lr_at
+from ..train.step import set_lr, train_step
+from .recipe import DEFAULT_MODELS
+from .report import fmt, markdown_table, print_flush, pyplot, read_csv, run_dir, save_figure, write_csv, write_json
+from .setup import build_net, check_positive_int, get_data, resolve_device, torch_threads, twin_of
 
 
 @dataclass
@@ -232,44 +232,59 @@ def gradient_flow(
     summary: list[dict[str, Any]] = []
     with torch_threads(threads):
         config["threads"] = torch.get_num_threads()
+        setting = Setting(splits, pick, steps, batch, lr, seed, dtype, dev)
         for name in models:
-            _one_net(name, splits, pick, steps, batch, lr, seed, dtype, dev, rows, summary, say)
+            t0 = time.perf_counter()
+            net_rows, net_summary = _one_net(name, setting)
+            rows += net_rows
+            summary += net_summary
+            init, last = net_summary[0], net_summary[-1]
+            say(f"{name:>10}: init first/last conv {fmt(init['first_over_last'])}, max/min {fmt(init['max_over_min'])}"
+                + (f" | after {steps} steps loss {last['loss']:.3f}, first/last conv {fmt(last['first_over_last'])}, "
+                   f"max/min {fmt(last['max_over_min'])}" if steps else "")
+                + f"  ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
     report = GradientReport(rows, summary, config)
     if write:
         write_gradient_report(report, run_dir("gradients", out))
     return report
 
 
-def _one_net(name: str, splits: Splits, pick: torch.Tensor, steps: int, batch: int, lr: float, seed: int,
-             dtype: torch.dtype | None, dev: torch.device, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
-             say: Callable[[str], None]) -> None:  # fmt: skip
-    """Measure ``name`` at init and (if ``steps``) after training; append to ``rows`` and ``summary``."""
-    c, h, w = splits.shape
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    model = build_net(name, num_classes=splits.num_classes, in_chans=c).to(dev)
-    plan = plan_input(min(h, w), getattr(model, "min_input_size", (1, 1))[0], None, name)  # as ``fit`` would
-    common = dict(device=dev, mean=splits.mean, std=splits.std, pad_to=plan.pad_to)
-    transform = resizer(plan, channels_last=False)
-    x, y = next(iter(InMemoryLoader(splits.train.subset(pick), batch, shuffle=False, **common)))
-    x = transform(x)  # (batch, C, H, W): the same images for every net
-    grads = {"init": _measure(model, x, y)}
-    if steps:
-        loader = InMemoryLoader(splits.train, batch, shuffle=True, drop_last=True, seed=seed, **common)
-        _train(model, loader, transform, steps, lr, dtype, dev)
+@dataclass
+class Setting:
+    """One study's data, measurement batch and training budget, the same for every net."""
+
+    splits: Splits
+    pick: torch.Tensor  # indices of the measurement batch in the training set
+    steps: int
+    batch: int
+    lr: float
+    seed: int
+    amp: torch.dtype | None
+    device: torch.device
+
+
+def _one_net(name: str, s: Setting) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Measure ``name`` at init and (if ``s.steps``) after training: per-layer rows and one summary per phase."""
+    c, h, w = s.splits.shape
+    torch.manual_seed(s.seed)
+    model = build_net(name, num_classes=s.splits.num_classes, in_chans=c).to(s.device)
+    plan = plan_input(min(h, w), model.min_input_size[0], None, name)  # as ``fit`` would
+    common = dict(device=s.device, mean=s.splits.mean, std=s.splits.std, pad_to=plan.pad_to, resize_to=plan.resize_to)
+    x, y = next(iter(InMemoryLoader(s.splits.train.subset(s.pick), s.batch, shuffle=False, **common)))
+    grads = {"init": _measure(model, x, y)}  # x: (batch, C, H, W), the same images for every net
+    if s.steps:
+        loader = InMemoryLoader(s.splits.train, s.batch, shuffle=True, drop_last=True, seed=s.seed, **common)
+        _train(model, loader, s)
         grads["trained"] = _measure(model, x, y)
     params = sum(p.numel() for p in model.parameters())
+    rows, summary = [], []
     for phase, g in grads.items():
         rows.extend({"net": name, "phase": phase, "kind": "weight", "index": i, "layer": layer, "norm": norm,
                      "weight_norm": size} for i, ((layer, norm), size) in enumerate(zip(g.weights, g.weight_norms)))
         rows.extend({"net": name, "phase": phase, "kind": "block", "index": i, "layer": layer, "norm": norm}
                     for i, (layer, norm) in enumerate(g.blocks))  # fmt: skip
         summary.append({**_summarise(name, phase, g), "params": params})
-    init, last = summary[-len(grads)], summary[-1]
-    say(f"{name:>10}: init first/last conv {fmt(init['first_over_last'])}, max/min {fmt(init['max_over_min'])}"
-        + (f" | after {steps} steps loss {last['loss']:.3f}, first/last conv {fmt(last['first_over_last'])}, "
-           f"max/min {fmt(last['max_over_min'])}" if steps else "")
-        + f"  ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    return rows, summary
 
 
 def _measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerGradients:
@@ -283,24 +298,21 @@ def _measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerGradien
     return g
 
 
-def _train(model: nn.Module, loader: InMemoryLoader, transform: Callable, steps: int, lr: float,
-           dtype: torch.dtype | None, device: torch.device) -> None:  # fmt: skip
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    warmup = max(1, steps // 4)
+def _train(model: nn.Module, loader: InMemoryLoader, s: Setting) -> None:
+    """``s.steps`` SGD steps (momentum 0.9, weight decay 1e-4) with a linear warm-up from lr/10 over the first
+    quarter, through the engine's step and schedule."""
+    opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=0.9, weight_decay=1e-4)
+    warmup = max(1, s.steps // 4)
+    schedule = TrainConfig(lr=s.lr, schedule="constant", warmup_epochs=1.0, warmup_factor=0.1)  # one "epoch" = warm-up
     model.train()
     step, epoch = 0, 0
-    while step < steps:
+    while step < s.steps:
         loader.set_epoch(epoch)
         for x, y in loader:
-            if step >= steps:
+            if step >= s.steps:
                 break
-            for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, 0.1 + 0.9 * step / warmup)
-            with autocast(device, dtype):
-                loss = F.cross_entropy(model(transform(x)).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            set_lr(opt, lr_at(step, schedule, warmup, s.steps))
+            train_step(model, opt, x, y, loss_fn=F.cross_entropy, amp=s.amp)
             step += 1
         epoch += 1
 

@@ -1,28 +1,43 @@
 """``classicnets study gradients|degradation|identity`` and ``classicnets compare``: thin wrappers over the
-study functions. Wire them in with ``_EXTRA_PARSERS.append(register_cli)`` in classicnets/cli.py."""
+study functions in :mod:`classicnets.studies`.
+
+The parsers are built without importing the studies (they import torch): the defaults shown in ``--help``
+are written here, and ``tests/test_studies.py`` checks them against ``Recipe`` and ``DEFAULT_MODELS``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import parse_list
+
+def parse_list(text: str, kind=str, what: str = "value") -> list:
+    """``"plain20, resnet20"`` -> ``["plain20", "resnet20"]``; an empty item is a ValueError."""
+    items = [t.strip() for t in str(text).split(",")]
+    if not items or any(not t for t in items):
+        raise ValueError(f"expected a comma-separated list of {what}s, got {text!r}")
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of {what}s, got {text!r}") from None
 
 
 def _out(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help=f"run directory (default: runs/study-{kind}-<time>)")
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add ``study`` (with ``gradients``, ``degradation``, ``identity``) and ``compare`` to the CLI."""
-    from .degradation import Recipe
-    from .gradients import DEFAULT_MODELS
+GRADIENT_MODELS = ("plain20", "resnet20", "plain56", "resnet56", "plain110", "resnet110")  # = studies.DEFAULT_MODELS
+DEGRADATION_DEFAULTS = {"epochs": 8, "subset": 5000, "batch_size": 128, "lr": 0.1, "schedule": "cosine",
+                        "warmup_epochs": 1.0, "test_size": 2000}  # = studies.Recipe()'s  # fmt: skip
 
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``study`` (with ``gradients``, ``degradation``, ``identity``) and ``compare`` to the CLI."""
     study = sub.add_parser("study", help="why ResNet works, measured: gradient flow, degradation, identity")
     kinds = study.add_subparsers(dest="study", metavar="STUDY")
     kinds.required = True
 
     p = kinds.add_parser("gradients", help="per-layer gradient norms at init and after N steps, plain vs residual")
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated (default: %(default)s)")
+    p.add_argument("--models", default=",".join(GRADIENT_MODELS), help="comma-separated (default: %(default)s)")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--steps", type=int, default=50, help="training steps between the two measurements (default 50)")
@@ -35,18 +50,18 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     _out(p, "gradients")
     p.set_defaults(handler=cmd_gradients)
 
-    r = Recipe()
+    r = DEGRADATION_DEFAULTS
     p = kinds.add_parser("degradation", help="plain vs residual nets of growing depth, one recipe (He et al. Fig. 6)")
     p.add_argument("--depths", default="20,32,44,56", help="comma-separated 6n+2 depths (default: %(default)s)")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=r.epochs, help=f"default {r.epochs}")
-    p.add_argument("--subset", type=int, default=r.subset, help=f"training images (default {r.subset}; 0: all)")
-    p.add_argument("--batch-size", type=int, default=r.batch_size)
-    p.add_argument("--lr", type=float, default=r.lr)
-    p.add_argument("--schedule", default=r.schedule, choices=("cosine", "constant", "multistep"))
-    p.add_argument("--warmup-epochs", type=float, default=r.warmup_epochs)
-    p.add_argument("--test-size", type=int, default=r.test_size, help="test images per evaluation (0: all)")
+    p.add_argument("--epochs", type=int, default=r["epochs"], help="default %(default)s")
+    p.add_argument("--subset", type=int, default=r["subset"], help="training images (default %(default)s; 0: all)")
+    p.add_argument("--batch-size", type=int, default=r["batch_size"])
+    p.add_argument("--lr", type=float, default=r["lr"])
+    p.add_argument("--schedule", default=r["schedule"], choices=("cosine", "constant", "multistep"))
+    p.add_argument("--warmup-epochs", type=float, default=r["warmup_epochs"])
+    p.add_argument("--test-size", type=int, default=r["test_size"], help="test images per evaluation (0: all)")
     p.add_argument("--seeds", default="0", help="comma-separated; each seed trains every net once (default 0)")
     p.add_argument("--no-amp", action="store_true", help="train in fp32 (no bf16/fp16 autocast)")
     p.add_argument("--device", default="auto")
@@ -80,7 +95,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_gradients(args: argparse.Namespace) -> int:
-    from .gradients import gradient_flow
+    from ..studies.gradients import gradient_flow
 
     report = gradient_flow(parse_list(args.models, what="model"), data=args.data, steps=args.steps, batch=args.batch,
                            lr=args.lr, seed=args.seed, amp="off" if args.no_amp else "auto", device=args.device,
@@ -89,7 +104,7 @@ def cmd_gradients(args: argparse.Namespace) -> int:
 
 
 def cmd_degradation(args: argparse.Namespace) -> int:
-    from .degradation import Recipe, degradation
+    from ..studies.degradation import Recipe, degradation
 
     recipe = Recipe(epochs=args.epochs, subset=args.subset or None, batch_size=args.batch_size, lr=args.lr,
                     schedule=args.schedule, warmup_epochs=args.warmup_epochs, test_size=args.test_size or None,
@@ -100,7 +115,7 @@ def cmd_degradation(args: argparse.Namespace) -> int:
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    from .identity import identity_study
+    from ..studies.identity import identity_study
 
     report = identity_study(steps=args.steps, channels=args.channels, size=args.size, batch=args.batch, lr=args.lr,
                             target=args.target, seed=args.seed, out=args.out)  # fmt: skip
@@ -108,8 +123,8 @@ def cmd_identity(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ...train.config import TrainConfig, config_from_dict
-    from .compare import compare
+    from ..studies.compare import compare
+    from ..train.config import TrainConfig, config_from_dict
 
     overrides = {k: getattr(args, k) for k in ("batch_size", "lr", "seed", "device") if getattr(args, k) is not None}
     if args.no_amp:

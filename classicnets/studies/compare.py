@@ -10,12 +10,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ...data import load_dataset
-from ...models import create_model, model_card
-from ...train.config import TrainConfig
-from ...train.data_setup import plan_input
+from ..models import create_model, model_card
 from ..summary import summary
-from .common import markdown_table, print_flush, pyplot, run_dir, save_figure, write_csv, write_json
+from ..train.config import TrainConfig
+from .report import markdown_table, print_flush, pyplot, run_dir, save_figure, write_csv, write_json
 
 COLUMNS = ["model", "params", "macs", "input", "images_per_s", "wall_time_s", "best_val_acc", "test_acc", "epochs",
            "run_dir"]  # fmt: skip
@@ -52,36 +50,6 @@ class CompareReport:
         return lines
 
 
-def input_size_for(model: str, data: str, image_size: int | None = None, data_dir: str | None = None,
-                   run_dir: Path | None = None) -> tuple[tuple[int, int, int], int]:
-    """((C, H, W), classes) that ``fit`` used for ``model`` on ``data``: the engine's input-size rule (pad or
-    resize) for in-memory datasets; for ``folder:`` data, what the run's checkpoint recorded."""
-    if data.startswith("folder:"):
-        from ...train.checkpoint import load_checkpoint
-
-        if run_dir is None or not (Path(run_dir) / "best.pt").is_file():
-            raise ValueError(f"cannot tell the input size of {model} on {data}: no checkpoint in {run_dir}")
-        described = load_checkpoint(Path(run_dir) / "best.pt", map_location="cpu")["data"]
-        size = described["input"]["size"]
-        return (described["in_chans"], size, size), len(described["classes"])
-    splits = _splits(data, data_dir)
-    c, h, w = splits.shape
-    with torch.device("meta"):  # the minimum input size is an attribute: no weights needed
-        probe = create_model(model, in_chans=model_card(model).default_input_size[0])
-    plan = plan_input(min(h, w), probe.min_input_size[0], image_size, model)
-    return (c, plan.size, plan.size), splits.num_classes
-
-
-_SPLITS: dict[tuple[str, str | None], Any] = {}
-
-
-def _splits(data: str, data_dir: str | None):
-    if (data, data_dir) not in _SPLITS:
-        _SPLITS.clear()
-        _SPLITS[(data, data_dir)] = load_dataset(data, data_dir=data_dir)
-    return _SPLITS[(data, data_dir)]
-
-
 def compare(
     models: Sequence[str],
     data: str = "fashion-mnist",
@@ -94,7 +62,7 @@ def compare(
     """Train each model with ``base`` (default: TrainConfig defaults) overridden by data/epochs/subset, each
     run under ``<out>/models/<model>``; write ``compare.csv``, ``compare.md``, two plots and report.md to
     ``out`` (default ``runs/study-compare-<time>``)."""
-    from ...train.engine import fit
+    from ..train.engine import fit
 
     models = list(models)
     if not models:
@@ -116,9 +84,9 @@ def compare(
         config.out_dir = str(directory / "models")
         say(f"== {name}")
         result = fit(config, log=log)
-        size, classes = input_size_for(name, data, config.image_size, config.data_dir, result.run_dir)
+        size = result.input_size  # (C, H, W) the net was trained at
         with torch.device("meta"):  # shapes only: counting parameters and MACs needs no weights
-            model = create_model(name, num_classes=classes, in_chans=size[0], **config.model_kwargs)
+            model = create_model(name, num_classes=len(result.classes), in_chans=size[0], **config.model_kwargs)
         s = summary(model, size)
         rows.append({
             "model": name, "params": s.total_params, "macs": s.total_macs, "input": "x".join(map(str, size)),

@@ -24,11 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...models.resnet import BasicBlock, init_resnet
-from .common import (
-    check_positive_int, fmt, markdown_table, print_flush, pyplot, read_csv, run_dir, save_figure, torch_threads,
-    write_csv, write_json,
-)  # fmt: skip
+from ..models.resnet import BasicBlock, init_resnet
+from .report import fmt, markdown_table, print_flush, pyplot, read_csv, run_dir, save_figure, write_csv, write_json
+from .setup import check_positive_int, torch_threads
 
 VARIANTS = ("residual", "plain")
 
@@ -126,7 +124,7 @@ def fit_identity(block: nn.Module, steps: int, batch: int, channels: int, size: 
 def zero_init_checks(channels: int = 16, size: int = 8, seed: int = 0) -> dict[str, Any]:
     """Max |block(x) - x| for zero-initialized residual blocks on nonnegative input (all exactly 0), and the
     same for a standard-init block for contrast."""
-    from ...models import create_model
+    from ..models import create_model
 
     g = torch.Generator().manual_seed(seed)
     x = identity_inputs(64, channels, size, g)

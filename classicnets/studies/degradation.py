@@ -19,63 +19,28 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ...data import InMemoryLoader
-from ...data.arrays import ArrayDataset, Splits, seeded_generator
-from ...train.config import TrainConfig
-from ...train.engine import set_lr, train_step
-from ...train.hardware import amp_dtype, autocast
-from ...train.schedule import lr_at
-from .common import (
-    build_net, check_positive_int, fmt, get_data, markdown_table, print_flush, pyplot, read_csv, resolve_device,
-    run_dir, save_figure, state_digest, torch_threads, write_csv, write_json,
-)  # fmt: skip
+from ..data import InMemoryLoader
+from ..data.arrays import ArrayDataset, Splits, seeded_generator
+from ..train.runtime import amp_dtype
+from ..train.schedule import lr_at
+from ..train.step import evaluate, set_lr, train_step
+from .recipe import Recipe
+from .report import (
+    fmt,
+    markdown_table,
+    print_flush,
+    pyplot,
+    read_csv,
+    run_dir,
+    save_figure,
+    state_digest,
+    write_csv,
+    write_json,
+)
+from .setup import build_net, check_positive_int, get_data, resolve_device, torch_threads
 
 FAMILIES = ("plain", "resnet")
-
-
-@dataclass
-class Recipe:
-    """One recipe for every net. The defaults train the 4 x 2 nets of depth 20-56 in ~10 min on 2 idle CPU
-    cores (with bf16): 8 epochs of 40 steps, a one-epoch warm-up, then a cosine decay to zero."""
-
-    epochs: int = 8
-    subset: int | None = 5000  # training images (a seeded draw from the training set); None: all
-    batch_size: int = 128  # He et al.
-    lr: float = 0.1  # He et al.
-    momentum: float = 0.9
-    weight_decay: float = 1e-4  # He et al.'s CIFAR value
-    warmup_epochs: float = 1.0  # linear from lr/10 (He et al. warm ResNet-110 up at lr/10)
-    schedule: str = "cosine"  # or "constant", "multistep" (x0.1 at 50% and 75%)
-    test_size: int | None = 2000  # test images evaluated after every epoch; None: the whole test set
-    train_eval_size: int | None = 2000  # training images the end-of-epoch training error is measured on
-    amp: str = "auto"
-    seeds: tuple[int, ...] = (0,)  # each seed: its own initial weights and batch order (the data draws use the first)
-
-    def check(self) -> "Recipe":
-        self.seeds = tuple(self.seeds)
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or \
-                any(isinstance(x, bool) or not isinstance(x, int) for x in self.seeds):  # fmt: skip
-            raise ValueError(f"seeds must be distinct integers, e.g. (0, 1, 2); got {self.seeds!r}")
-        check_positive_int("epochs", self.epochs)
-        check_positive_int("batch_size", self.batch_size)
-        for key in ("subset", "test_size", "train_eval_size"):
-            if getattr(self, key) is not None:
-                check_positive_int(key, getattr(self, key))
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.schedule not in ("constant", "cosine", "multistep"):
-            raise ValueError(f"schedule must be constant, cosine or multistep, got {self.schedule!r}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        return self
-
-    def train_config(self) -> TrainConfig:
-        """The learning-rate part as a TrainConfig, so the schedule is the engine's ``lr_at``."""
-        milestones = [0.5 * self.epochs, 0.75 * self.epochs] if self.schedule == "multistep" else []
-        return TrainConfig(lr=self.lr, schedule=self.schedule, milestones=milestones, warmup_epochs=self.warmup_epochs,
-                           warmup_factor=0.1, epochs=self.epochs)  # fmt: skip
 
 
 @dataclass
@@ -164,7 +129,7 @@ class DegradationReport:
                     f"the residual nets do not profit from depth{mixed} (deep nets need more steps: He et al. train "
                     f"for 64k iterations). What the shortcuts do show: {costs}."]  # fmt: skip
         return [f"No clear degradation on this budget: the plain {deep}-layer net is not worse than the plain "
-                f"{shallow}-layer net{f' in every seed' if n > 1 else ''} ({costs})."]  # fmt: skip
+                f"{shallow}-layer net{' in every seed' if n > 1 else ''} ({costs})."]  # fmt: skip
 
     @classmethod
     def load(cls, directory: str | Path) -> "DegradationReport":
@@ -239,10 +204,10 @@ def degradation(
         for seed in recipe.seeds:
             # the batches depend only on (seed, epoch): every net of this seed reads the same ones
             loader = InMemoryLoader(train_set, recipe.batch_size, shuffle=True, seed=seed, **common)
+            bench = Bench(splits.num_classes, splits.shape[0], loader, evals, recipe, dtype, say, on_batch)
             for family in families:
                 for depth in depths:
-                    net_rows, run = train_one(f"{family}{depth}", splits.num_classes, splits.shape[0], loader, evals,
-                                              recipe, seed, dtype, dev, say, on_batch)  # fmt: skip
+                    net_rows, run = train_one(f"{family}{depth}", bench, seed)
                     rows += [{**r, "seed": seed} for r in net_rows]
                     runs.append({**run, "family": family, "depth": depth, "seed": seed})
     report = DegradationReport(rows, runs, config)
@@ -277,14 +242,26 @@ def _datasets(splits: Splits, recipe: Recipe) -> tuple[ArrayDataset, ArrayDatase
     return train, test, train_eval
 
 
-def train_one(
-    name: str, num_classes: int, in_chans: int, loader: InMemoryLoader, evals: dict[str, InMemoryLoader],
-    recipe: Recipe, seed: int, dtype: torch.dtype | None, device: torch.device, say: Callable[[str], None],
-    on_batch: Callable[[str, int, torch.Tensor, torch.Tensor], None] | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+@dataclass
+class Bench:
+    """What every net of one seed trains and is measured with."""
+
+    num_classes: int
+    in_chans: int
+    loader: InMemoryLoader  # the training batches, the same for every net of the seed
+    evals: dict[str, InMemoryLoader]  # "train" and "test": the error measurements after each epoch
+    recipe: Recipe
+    amp: torch.dtype | None
+    say: Callable[[str], None]
+    on_batch: Callable[[str, int, torch.Tensor, torch.Tensor], None] | None = None
+
+
+def train_one(name: str, bench: Bench, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One net, one recipe: per-epoch rows and a run record with digests of the initial weights and batches."""
+    recipe, loader = bench.recipe, bench.loader
     torch.manual_seed(seed)
-    model = build_net(name, num_classes=num_classes, in_chans=in_chans).to(device, memory_format=torch.channels_last)
+    model = build_net(name, num_classes=bench.num_classes, in_chans=bench.in_chans)
+    model = model.to(loader.device, memory_format=torch.channels_last)
     init_digest = state_digest(model)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay)  # fmt: skip
@@ -304,48 +281,33 @@ def train_one(
         for x, y in loader:
             lr = lr_at(step, lr_config, steps_per_epoch, total)
             set_lr(opt, lr)
-            if on_batch is not None:
-                on_batch(name, step, x, y)
+            if bench.on_batch is not None:
+                bench.on_batch(name, step, x, y)
             batches.update(y.cpu().numpy().tobytes())
             batches.update(x[:, :, ::7, ::7].float().cpu().numpy().tobytes())  # a cheap fingerprint of the pixels
-            loss, logits = train_step(model, model, opt, F.cross_entropy, x, y, device, dtype, diverged)
+            loss, logits = train_step(model, opt, x, y, loss_fn=F.cross_entropy, amp=bench.amp, diverged=diverged)
             step += 1
             loss_sum += loss.item() * len(y)
             wrong += int((logits.argmax(1) != y).sum())
             seen += len(y)
         train_time = time.perf_counter() - t0
-        train_eval, test = _error(model, evals["train"], dtype, device), _error(model, evals["test"], dtype, device)
+        train_eval, test = (evaluate(model, bench.evals[k], bench.num_classes, amp=bench.amp) for k in ("train", "test"))
         rows.append({
             "net": name, "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": loss_sum / seen,
-            "train_err_running": wrong / seen, "train_err": train_eval["err"], "train_eval_loss": train_eval["loss"],
-            "test_err": test["err"], "test_loss": test["loss"], "images_per_s": seen / train_time,
+            "train_err_running": wrong / seen, "train_err": 1 - train_eval["acc"], "train_eval_loss": train_eval["loss"],
+            "test_err": 1 - test["acc"], "test_loss": test["loss"], "images_per_s": seen / train_time,
             "seconds": time.perf_counter() - t0,
         })  # fmt: skip
     last = rows[-1]
     elapsed = time.perf_counter() - t_start
-    say(f"{name:>10}{f' seed {seed}' if len(recipe.seeds) > 1 else ''}: train err "
-        + " ".join(f"{r['train_err']:.3f}" for r in rows)
-        + f" | test err {last['test_err']:.3f}  ({elapsed:.0f} s, {last['images_per_s']:.0f} img/s)")  # fmt: skip
+    bench.say(f"{name:>10}{f' seed {seed}' if len(recipe.seeds) > 1 else ''}: train err "
+              + " ".join(f"{r['train_err']:.3f}" for r in rows)
+              + f" | test err {last['test_err']:.3f}  ({elapsed:.0f} s, {last['images_per_s']:.0f} img/s)")  # fmt: skip
     run = {"net": name, "params": sum(p.numel() for p in model.parameters()), "init_digest": init_digest,
            "batch_digest": batches.hexdigest()[:16], "steps": step, "train_err": last["train_err"],
            "train_err_running": last["train_err_running"], "test_err": last["test_err"],
            "seconds": elapsed}  # fmt: skip
     return rows, run
-
-
-@torch.no_grad()
-def _error(model: nn.Module, loader: InMemoryLoader, dtype: torch.dtype | None,
-           device: torch.device) -> dict[str, float]:  # fmt: skip
-    model.eval()
-    wrong, loss, n = 0, 0.0, 0
-    for x, y in loader:
-        with autocast(device, dtype):
-            logits = model(x).float()
-        loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        wrong += int((logits.argmax(1) != y).sum())
-        n += len(y)
-    model.train()
-    return {"err": wrong / n, "loss": loss / n}
 
 
 # ---------------------------------------------------------------------------------------------- output

@@ -26,7 +26,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
-from ..models.base import count_skip_connections
+from .models.base import count_skip_connections
 
 GLOBAL = "global"  # receptive field of a unit that sees the whole input (after global pooling / flatten)
 

@@ -1,0 +1,94 @@
+"""``classicnets train`` and ``classicnets finetune``: a config from a recipe, the command line and --set,
+then the engine's ``fit``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a classic net; writes runs/NAME/ (config, metrics, curves, checkpoints)")
+    finetune = sub.add_parser("finetune", help="fine-tune pretrained weights on your data (e.g. --data folder:PATH)")
+    for p, handler in ((train, cmd_train), (finetune, cmd_finetune)):
+        _add_train_args(p)
+        p.set_defaults(handler=handler)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=None, help="a registered model (default: the recipe's)")
+    p.add_argument("--data", default=None, help="fashion-mnist, mnist, mnist-5k, cifar10, cifar100 or folder:PATH")
+    p.add_argument("--data-dir", default=None, help="look for dataset files here first")
+    p.add_argument("--recipe", default=None, help="a shipped recipe name or a YAML file")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--subset", type=int, default=None, help="train on N training images only")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--name", default=None, help="run directory name under --out-dir")
+    p.add_argument("--out-dir", default=None, help="parent of the run directory (default: runs)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--deterministic", action="store_true", help="bit-reproducible (slower) kernels")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-amp", action="store_true", help="train in fp32 (no bf16/fp16 autocast)")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None, help="force the progress bar")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. --set lr=0.05")
+    p.add_argument("--weights", default=None, help="start from these weights (.pth, checkpoint, .safetensors)")
+    p.add_argument("--freeze", default=None, metavar="MODULE",
+                   help="freeze the model up to this top-level module (e.g. layer3), or 'backbone'")  # fmt: skip
+
+
+_PASSED_THROUGH = ("model", "data", "data_dir", "epochs", "batch_size", "lr", "device", "seed", "name", "out_dir",
+                   "subset", "threads", "weights", "freeze", "progress")  # fmt: skip
+
+
+def train_config(args: argparse.Namespace):
+    """The run's TrainConfig: the resumed run's, a recipe or the defaults, then the flags, then ``--set``."""
+    from ..train.config import TrainConfig, config_from_dict, load_config_file, load_recipe, parse_set
+
+    if args.resume:
+        saved = Path(args.resume) / "config.yaml"
+        if not Path(args.resume).is_dir():
+            raise UserError(f"resume directory {args.resume} does not exist; pass a run directory such as runs/NAME")
+        if not saved.is_file():
+            raise UserError(f"{saved} is missing, so {args.resume} is not a classicnets run directory")
+        config = load_config_file(saved)
+    elif args.recipe:
+        config = load_recipe(args.recipe)
+    elif args.command == "finetune":
+        config = load_recipe("finetune")
+    else:
+        config = TrainConfig()
+    overrides = {key: getattr(args, key) for key in _PASSED_THROUGH if getattr(args, key, None) is not None}
+    if args.deterministic:
+        overrides["deterministic"] = True
+    if args.compile:
+        overrides["compile"] = True
+    if args.no_amp:
+        overrides["amp"] = "off"
+    config = config_from_dict(overrides, where="the command line", base=config)
+    return parse_set(args.set or [], config)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train.engine import fit
+
+    result = fit(train_config(args), resume=args.resume)
+    if result.test_acc is not None:
+        print(f"test accuracy {result.test_acc:.2%} (top-5 {result.test_top5:.2%}) of the best-validation "
+              f"checkpoint (epoch {result.best_epoch}), {result.wall_time_s:.0f} s")  # fmt: skip
+    print(f"run directory: {result.run_dir}")
+    print(f"curves: {result.run_dir / 'curves.png'}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    if not args.resume and not args.weights:
+        raise UserError("finetune needs --weights FILE (a .pth/.pt state dict, a classicnets checkpoint or "
+                        ".safetensors); to train from scratch use `classicnets train`")  # fmt: skip
+    return cmd_train(args)
