@@ -22,8 +22,8 @@ import pytest
 import torch
 from PIL import Image
 
-from classicnets.data.formats import write_cifar_archive
 from conftest import rewrite_record
+from data_files import write_cifar_archive
 
 pytestmark = pytest.mark.processes  # every test here runs real processes
 

@@ -15,7 +15,7 @@ import pytest
 
 from classicnets.data import (DATASETS, ChecksumError, DatasetNotFoundError, DownloadError, RemoteFile,
                               download, load_dataset)
-from classicnets.data.formats import write_cifar_archive, write_idx
+from data_files import write_cifar_archive, write_idx
 
 MNIST_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                "t10k-labels-idx1-ubyte.gz"]

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from classicnets.data import DATASETS, DataFormatError, DatasetNotFoundError, load_dataset
-from classicnets.data.formats import read_cifar_archive, read_idx, write_cifar_archive, write_idx
+from classicnets.data.formats import read_cifar_archive, read_idx
+from data_files import write_cifar_archive, write_idx
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CIFAR10_NAMES = list(DATASETS["cifar10"].classes)
@@ -247,7 +248,7 @@ def test_cifar_malicious_pickle_is_refused(tmp_path, exploit, refused):
 def test_cifar_bad_contents(tmp_path):
     good = write_cifar_archive(tmp_path / "good.tar.gz", "cifar10", random_cifar(10, 10),
                                random_cifar(2, 10), CIFAR10_NAMES)
-    from classicnets.data.formats import _py2_pickle
+    from data_files import _py2_pickle
     cases = {
         "wrong shape": ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, "N x 3072 uint8"),
         "label count": ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "should list 2 labels"),

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from classicnets.data import DataFormatError
-from classicnets.data.formats import _py2_pickle, read_cifar_archive, read_idx, write_cifar_archive
+from classicnets.data.formats import read_cifar_archive, read_idx
+from data_files import _py2_pickle, write_cifar_archive
 
 # CLASSICNETS_FUZZ_EXAMPLES=5000 for a deeper run; the default keeps the whole file under ~10 s.
 FUZZ = settings(max_examples=int(os.environ.get("CLASSICNETS_FUZZ_EXAMPLES", 120)), deadline=None,
