@@ -1,7 +1,16 @@
-"""The model zoo: every registered model builds, runs, learns, pickles; counts and layouts are exact."""
+"""The model zoo: every registered model builds, runs, learns, pickles; counts and layouts are exact.
+
+The full-size ImageNet nets (VGG's 133M-143M parameters take a second or more each just to initialise on a
+2-core machine) are run for real once per family and per variant whose code differs: ``REAL_REPRESENTATIVES``.
+The others are built on the meta device, where every layer still applies its shape rules (a wrong channel
+count or a map shrunk to nothing fails as it would for real), autograd still builds the graph (a parameter
+the forward pass skips gets no ``.grad``) and pickling still round-trips, but no weights are allocated and
+there are no values to compare; their state-dict layout is checked against torchvision's builder there too.
+"""
 
 from __future__ import annotations
 
+import functools
 import pickle
 
 import pytest
@@ -12,8 +21,40 @@ from classicnets import create_model, list_models, model_card
 from classicnets.models.lenet import C3_TABLE, DIGIT_BITMAPS, LeNet5
 from classicnets.models.resnet import BasicBlock
 
-# The two 1202-layer nets are slow on 2 cores; they are covered by the count test and the slow suite.
+# The two 1202-layer nets are slow on 2 cores; they are covered by the count tests and test_model_cards.py.
 FAST_MODELS = [n for n in list_models() if not n.endswith("1202")]
+
+IMAGENET_FAMILIES = ("alexnet", "vgg", "resnet")
+# Run for real with real weights: AlexNet in torchvision's layout (alexnet_paper runs for real in
+# test_minimum_input_size_is_exact and test_torchscript), VGG with batch norm (VGG without it runs for real in
+# test_minimum_input_size_is_exact: vgg11), and a ResNet and its plain twin for each block type.
+REAL_REPRESENTATIVES = ("alexnet", "vgg11_bn", "resnet18", "plain18", "resnet50", "plain50")
+
+
+def device_for(name: str) -> str:
+    """Where a test builds ``name``: "cpu" (real weights) unless it is a full-size ImageNet net other than its
+    family's representatives, which go on the meta device (shapes only)."""
+    if model_card(name).family in IMAGENET_FAMILIES and name not in REAL_REPRESENTATIVES:
+        return "meta"
+    return "cpu"
+
+
+def test_every_imagenet_family_has_a_real_representative() -> None:
+    families = {model_card(n).family for n in REAL_REPRESENTATIVES}
+    assert families == set(IMAGENET_FAMILIES)
+    assert {model_card(n).residual for n in REAL_REPRESENTATIVES if model_card(n).family == "resnet"} == {True, False}
+
+
+@functools.cache
+def meta_model(name: str) -> torch.nn.Module:
+    """``create_model(name)`` at its defaults on the meta device, built once for all the count tests that read it
+    (never change it)."""
+    with torch.device("meta"):
+        return create_model(name)
+
+
+def shapes(state: dict[str, torch.Tensor]) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in state.items()}
 
 
 def small_input(name: str, batch: int = 2, in_chans: int | None = None) -> torch.Tensor:
@@ -28,31 +69,40 @@ def small_input(name: str, batch: int = 2, in_chans: int | None = None) -> torch
 
 @pytest.mark.parametrize("name", FAST_MODELS)
 def test_forward_backward_and_pickle(name: str) -> None:
+    device = device_for(name)
+    real = device == "cpu"  # on meta: shapes, the autograd graph and pickling, but no values
     torch.manual_seed(0)
-    model = create_model(name, num_classes=7)
-    x = small_input(name).requires_grad_(True)
+    with torch.device(device):
+        model = create_model(name, num_classes=7)
+    x = small_input(name).to(device).requires_grad_(True)
     out = model(x)
     assert out.shape == (2, 7)
-    assert torch.isfinite(out).all()
+    if real:
+        assert torch.isfinite(out).all()
     out.logsumexp(1).sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0, "no gradient reached the input"
+    assert x.grad is not None, "no gradient reached the input"
+    if real:
+        assert x.grad.abs().sum() > 0, "no gradient reached the input"
     trained = [p for p in model.parameters() if p.requires_grad]
     assert all(p.grad is not None for p in trained), "a parameter got no gradient"
     model.eval()
     clone = pickle.loads(pickle.dumps(model))
+    assert shapes(clone.state_dict()) == shapes(model.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(clone(x), model(x))
+        torch.testing.assert_close(clone(x), model(x))  # on meta: shape, dtype and device only
 
 
 @pytest.mark.parametrize("name", FAST_MODELS)
 def test_in_chans_and_interface(name: str) -> None:
-    model = create_model(name, num_classes=5, in_chans=1).eval()
-    x = small_input(name, in_chans=1)
-    with torch.no_grad():
-        feats = model.forward_features(x)
-        assert feats.dim() == 4
-        torch.testing.assert_close(model.forward_head(feats), model(x))
-    model.reset_classifier(3)
+    device = device_for(name)
+    x = small_input(name, in_chans=1).to(device)
+    with torch.device(device):  # reset_classifier's new head goes on the model's device, as a caller's would
+        model = create_model(name, num_classes=5, in_chans=1).eval()
+        with torch.no_grad():
+            feats = model.forward_features(x)
+            assert feats.dim() == 4
+            torch.testing.assert_close(model.forward_head(feats), model(x))  # on meta: the shape only
+        model.reset_classifier(3)
     assert model.num_classes == 3
     with torch.no_grad():
         assert model(x).shape == (2, 3)
@@ -93,17 +143,14 @@ REFERENCE_COUNTS = {
 @pytest.mark.parametrize("name", list_models())
 def test_exact_parameter_counts(name: str) -> None:
     card = model_card(name)
-    with torch.device("meta"):
-        model = create_model(name)
-    trainable = count_params(model)
+    trainable = count_params(meta_model(name))
     if card.paper_params is not None:
         assert trainable == card.paper_params
     else:  # no published count: only the ImageNet plain twins, = torchvision's ResNet less its projections
         assert name.startswith("plain") and card.family == "resnet"
         assert trainable == REFERENCE_COUNTS[name]
     if name.startswith("plain") and card.family == "cifar_resnet":
-        with torch.device("meta"):
-            twin = create_model(name.replace("plain", "resnet"))
+        twin = meta_model(name.replace("plain", "resnet"))
         assert trainable == sum(p.numel() for p in twin.parameters())
 
 
@@ -111,9 +158,7 @@ def test_reference_counts_from_the_papers() -> None:
     """The published figures, written out so a wrong card cannot hide a wrong model (every model has one)."""
     assert set(REFERENCE_COUNTS) == set(list_models())
     for name, count in REFERENCE_COUNTS.items():
-        with torch.device("meta"):
-            model = create_model(name)
-        assert count_params(model) == count, name
+        assert count_params(meta_model(name)) == count, name
 
 
 TV_MODELS = [n for n in list_models() if model_card(n).torchvision_name]
@@ -125,7 +170,7 @@ def test_torchvision_layout_counts(name: str) -> None:
     tv_name = model_card(name).torchvision_name
     with torch.device("meta"):
         tv = getattr(torchvision.models, tv_name)(weights=None)
-        ours = create_model(name)
+    ours = meta_model(name)
     assert count_params(ours) == count_params(tv) == REFERENCE_COUNTS[name]
     published = {w.meta["num_params"] for w in torchvision.models.get_model_weights(tv_name)}
     assert published == {count_params(ours)}
@@ -139,7 +184,7 @@ def test_imagenet_plain_twin_counts(name: str) -> None:
     """A plain twin is torchvision's ResNet less its projection shortcuts (its ``downsample`` modules)."""
     with torch.device("meta"):
         tv = getattr(torchvision.models, name.replace("plain", "resnet"))(weights=None)
-        ours = create_model(name)
+    ours = meta_model(name)
     projections = sum(count_params(m) for n, m in tv.named_modules() if n.endswith(".downsample"))
     assert projections in (BASIC_PROJECTIONS, BOTTLENECK_PROJECTIONS)
     assert count_params(ours) == count_params(tv) - projections == REFERENCE_COUNTS[name]
@@ -177,8 +222,31 @@ def test_lenet5_scaled_tanh() -> None:
     torch.testing.assert_close(act(torch.tensor([1.0, -1.0])), torch.tensor([1.0, -1.0]), atol=1e-4, rtol=0)
 
 
+def leaf_modules(model: torch.nn.Module) -> dict[str, str]:
+    """Every module without children, by name, as its repr: its type and hyper-parameters."""
+    return {n: repr(m) for n, m in model.named_modules() if next(m.children(), None) is None}
+
+
 @pytest.mark.parametrize("name", TV_MODELS)
+def test_torchvision_layout_on_meta(name: str) -> None:
+    """Every torchvision-layout model has the state dict of torchvision's builder, keys in order and shapes, and
+    its layers with their hyper-parameters under the same names; it loads that state dict strictly (all on
+    the meta device: nothing allocated). One per family also matches torchvision's outputs (below)."""
+    with torch.device("meta"):
+        tv = getattr(torchvision.models, model_card(name).torchvision_name)(weights=None).eval()
+        ours = create_model(name).eval()
+    assert list(ours.state_dict()) == list(tv.state_dict())
+    assert shapes(ours.state_dict()) == shapes(tv.state_dict())
+    assert leaf_modules(ours) == leaf_modules(tv)
+    ours.load_state_dict(tv.state_dict(), strict=True)
+    x = small_input(name).to("meta")
+    with torch.no_grad():
+        assert ours(x).shape == tv(x).shape
+
+
+@pytest.mark.parametrize("name", [n for n in TV_MODELS if device_for(n) == "cpu"])
 def test_loads_torchvision_weights_and_matches(name: str) -> None:
+    """Real weights, for the representatives in torchvision's layout: alexnet, vgg11_bn, resnet18, resnet50."""
     torch.manual_seed(0)
     tv = getattr(torchvision.models, model_card(name).torchvision_name)(weights=None).eval()
     ours = create_model(name).eval()
@@ -203,9 +271,8 @@ def test_zero_init_residual_block_is_identity() -> None:
 def test_plain_twins_have_no_skips() -> None:
     assert create_model("resnet20").num_skip_connections == 9
     assert create_model("plain20").num_skip_connections == 0
-    with torch.device("meta"):
-        assert create_model("resnet50").num_skip_connections == 16
-        assert create_model("plain50").num_skip_connections == 0
+    assert meta_model("resnet50").num_skip_connections == 16
+    assert meta_model("plain50").num_skip_connections == 0
 
 
 def test_shortcut_b_adds_projections() -> None:
@@ -247,9 +314,11 @@ def test_unknown_option_names_the_model() -> None:
     ],
 )
 def test_bad_inputs_give_clear_errors(name: str, shape: tuple, message: str) -> None:
-    model = create_model(name).eval()
+    device = device_for(name)  # the input is checked before any layer runs, so the meta device is as good
+    with torch.device(device):
+        model = create_model(name).eval()
     with pytest.raises(ValueError, match=message):
-        model(torch.zeros(shape))
+        model(torch.zeros(shape, device=device))
 
 
 @pytest.mark.parametrize("name", ["lenet5", "alexnet", "alexnet_paper", "vgg11"])
