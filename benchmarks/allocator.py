@@ -58,7 +58,7 @@ def main() -> None:
                   f"{statistics.median(j) / statistics.median(g):>6.2f}   (glibc {[round(x) for x in g]}, "
                   f"jemalloc {[round(x) for x in j]})")
     # The two recipes as each is run by default: `python train.py` uses glibc malloc; `classicnets train`
-    # re-execs itself under jemalloc (classicnets/cli.py). Same rounds, so the same load.
+    # re-execs itself under jemalloc (classicnets/commands/__init__.py). Same rounds, so the same load.
     print(f"\n{'model':<15} {'standard, glibc':>16} {'classicnets, jemalloc':>22} {'ratio':>6} "
           f"{'ratio, both jemalloc':>21} {'ratio, both glibc':>18}")
     for model in args.models.split(","):

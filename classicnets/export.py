@@ -125,6 +125,7 @@ def export(
     model: nn.Module,
     path: str | os.PathLike,
     format: str = "onnx",
+    *,
     input_size: int | Sequence[int] | None = None,
     opset: int | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -402,4 +403,4 @@ def export_checkpoint_model(
         "std": list(prep.std),
         "preprocessing": prep.to_dict(),
     }
-    return export(model, out, format, input_size or record.input_size, opset, meta), model
+    return export(model, out, format, input_size=input_size or record.input_size, opset=opset, metadata=meta), model

@@ -20,7 +20,7 @@ from .train.step import evaluate, predict_logits
 
 
 def evaluate_checkpoint(
-    checkpoint: str | os.PathLike, data: str | None = None, split: str = "test", data_dir: str | None = None,
+    checkpoint: str | os.PathLike, data: str | None = None, *, split: str = "test", data_dir: str | None = None,
     device: str = "auto", out_dir: str | os.PathLike | None = None, batch_size: int = 512,
 ) -> dict[str, Any]:  # fmt: skip
     """Top-1, top-5, per-class accuracy, per-image predictions and a confusion-matrix PNG for ``checkpoint``

@@ -217,7 +217,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.processes
 def test_cli_train_eval_predict(tmp_path: Path) -> None:
-    result = run_cli("train", "resnet20", "--data", "fashion-mnist", "--epochs", "1", "--subset", "1000",
+    result = run_cli("train", "lenet5_modern", "--data", "fashion-mnist", "--epochs", "1", "--subset", "1000",
                      "--name", "cli", "--threads", "1", "--no-progress", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout and "runs/cli" in result.stdout

@@ -61,9 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-# jemalloc that keeps freed pages: on VMs whose freed memory goes back to the host, glibc's allocator
-# page-faults on every training step (REFERENCE.md saw erratic, up to 10x slower steps; benchmarks/
-# allocator.py measures 1.01-1.07x here, never slower). Commands that train re-exec themselves under it.
+# jemalloc that keeps freed pages: on VMs whose freed memory goes back to the host, glibc's allocator can
+# page-fault on every training step (erratic, up to 10x slower steps were seen on one such machine;
+# benchmarks/allocator.py measures 1.01-1.07x on ours, never slower). Commands that train re-exec under it.
 JEMALLOC_PATHS = tuple(f"/usr/lib/{arch}-linux-gnu/libjemalloc.so.2" for arch in ("x86_64", "aarch64")) + (
     "/usr/lib/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")  # fmt: skip
 TRAINING_COMMANDS = {"train", "finetune", "study", "compare"}

@@ -65,7 +65,7 @@ class InMemoryLoader:
                  device: str | torch.device = "cpu", mean: Sequence[float], std: Sequence[float],
                  pad_to: int | None = None, resize_to: int | None = None, crop_padding: int = 0, hflip: bool = False,
                  channels_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        _check_args(dataset, batch_size, mean, std, crop_padding, rank, world_size)
+        _check_args(dataset, batch_size, mean=mean, std=std, crop_padding=crop_padding, rank=rank, world_size=world_size)
         images = pad_center(dataset.images, pad_to) if pad_to else dataset.images
         self.device = torch.device(device)
         self.images = images.to(self.device)          # (N, C, H, W) uint8, resident for the whole run
@@ -120,7 +120,7 @@ class InMemoryLoader:
                 f"batch {self.batch_size}, {len(self)} batches, rank {self.rank}/{self.world_size})")
 
 
-def _check_args(dataset: ArrayDataset, batch_size: int, mean: Sequence[float], std: Sequence[float],
+def _check_args(dataset: ArrayDataset, batch_size: int, *, mean: Sequence[float], std: Sequence[float],
                 crop_padding: int, rank: int, world_size: int) -> None:
     if not isinstance(dataset, ArrayDataset):
         raise TypeError(f"InMemoryLoader needs an ArrayDataset, got {type(dataset).__name__}")

@@ -160,6 +160,7 @@ class ResNet(GlobalPoolNet):
         layers: list[int],
         num_classes: int = 1000,
         in_chans: int = 3,
+        *,
         shortcut: str = "B",
         zero_init_residual: bool = False,
         stem: str = "imagenet",
@@ -242,7 +243,8 @@ def resnet18(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """ResNet-18 (BasicBlock, [2, 2, 2, 2])."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_chans, "B", zero_init_residual, stem)
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_chans,
+                  shortcut="B", zero_init_residual=zero_init_residual, stem=stem)
 
 
 @register_model(**_card("plain18", BasicBlock))
@@ -250,7 +252,8 @@ def plain18(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """Plain twin of ResNet-18 (BasicBlock, [2, 2, 2, 2])."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_chans, "none", zero_init_residual, stem)
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_chans,
+                  shortcut="none", zero_init_residual=zero_init_residual, stem=stem)
 
 
 @register_model(**_card("resnet34", BasicBlock, tv_params=21_797_672))
@@ -258,7 +261,8 @@ def resnet34(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """ResNet-34 (BasicBlock, [3, 4, 6, 3])."""
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_chans, "B", zero_init_residual, stem)
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_chans,
+                  shortcut="B", zero_init_residual=zero_init_residual, stem=stem)
 
 
 @register_model(**_card("plain34", BasicBlock))
@@ -266,7 +270,8 @@ def plain34(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """Plain twin of ResNet-34 (BasicBlock, [3, 4, 6, 3])."""
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_chans, "none", zero_init_residual, stem)
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_chans,
+                  shortcut="none", zero_init_residual=zero_init_residual, stem=stem)
 
 
 @register_model(**_card("resnet50", Bottleneck, tv_params=25_557_032))
@@ -274,7 +279,8 @@ def resnet50(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans, "B", zero_init_residual, stem)
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans,
+                  shortcut="B", zero_init_residual=zero_init_residual, stem=stem)
 
 
 @register_model(**_card("plain50", Bottleneck))
@@ -282,7 +288,8 @@ def plain50(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """Plain twin of ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans, "none", zero_init_residual, stem)
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans,
+                  shortcut="none", zero_init_residual=zero_init_residual, stem=stem)
 
 
 @register_model(**_card("resnet101", Bottleneck, tv_params=44_549_160))
@@ -290,7 +297,8 @@ def resnet101(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
-    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_chans, "B", zero_init_residual, stem)
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_chans,
+                  shortcut="B", zero_init_residual=zero_init_residual, stem=stem)
 
 
 @register_model(**_card("plain101", Bottleneck))
@@ -298,7 +306,8 @@ def plain101(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """Plain twin of ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
-    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_chans, "none", zero_init_residual, stem)
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_chans,
+                  shortcut="none", zero_init_residual=zero_init_residual, stem=stem)
 
 
 @register_model(**_card("resnet152", Bottleneck, tv_params=60_192_808))
@@ -306,7 +315,8 @@ def resnet152(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
-    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_chans, "B", zero_init_residual, stem)
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_chans,
+                  shortcut="B", zero_init_residual=zero_init_residual, stem=stem)
 
 
 @register_model(**_card("plain152", Bottleneck))
@@ -314,4 +324,5 @@ def plain152(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """Plain twin of ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
-    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_chans, "none", zero_init_residual, stem)
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_chans,
+                  shortcut="none", zero_init_residual=zero_init_residual, stem=stem)

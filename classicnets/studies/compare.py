@@ -53,6 +53,7 @@ class CompareReport:
 def compare(
     models: Sequence[str],
     data: str = "fashion-mnist",
+    *,
     epochs: int = 5,
     subset: int | None = None,
     base: TrainConfig | None = None,

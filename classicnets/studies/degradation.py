@@ -159,6 +159,7 @@ class DegradationReport:
 def degradation(
     depths: Sequence[int] = (20, 32, 44, 56),
     data: str | Splits = "fashion-mnist",
+    *,
     recipe: Recipe | None = None,
     families: Sequence[str] = FAMILIES,
     device: str | torch.device = "auto",

@@ -192,6 +192,7 @@ def _summarise(net: str, phase: str, g: LayerGradients) -> dict[str, Any]:
 def gradient_flow(
     models: Sequence[str] = DEFAULT_MODELS,
     data: str | Splits = "fashion-mnist",
+    *,
     steps: int = 50,
     batch: int = 256,
     lr: float = 0.1,

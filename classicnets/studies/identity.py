@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.resnet import BasicBlock, init_resnet
+from ..train.step import train_step
 from .report import fmt, markdown_table, print_flush, pyplot, read_csv, run_dir, save_figure, write_csv, write_json
 from .setup import check_positive_int, torch_threads
 
@@ -96,27 +97,45 @@ class IdentityReport:
         return lines
 
 
-def fit_identity(block: nn.Module, steps: int, batch: int, channels: int, size: int, lr: float, seed: int,
-                 target: float) -> tuple[list[dict[str, float]], int | None]:  # fmt: skip
-    """SGD (momentum 0.9) on MSE(block(x), x), a fresh batch every step. The loss of each step is measured on
-    a batch the block has not been trained on yet, so it is an honest estimate; returns the curve and the
-    first step whose relative loss is at most ``target`` (None if never)."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(block.parameters(), lr=lr, momentum=0.9)
+@dataclass(frozen=True)
+class IdentityTask:
+    """What every block is fitted with: ``steps`` SGD steps at ``lr`` on fresh ``batch``-sized batches of
+    ``channels`` x ``size`` x ``size`` inputs, until the relative MSE reaches ``target``."""
+
+    steps: int
+    channels: int
+    size: int
+    batch: int
+    lr: float
+    target: float
+    seed: int
+
+
+def fit_identity(block: nn.Module, task: IdentityTask) -> tuple[list[dict[str, float]], int | None]:
+    """SGD (momentum 0.9) on MSE(block(x), x), a fresh batch every step, through the engine's ``train_step``.
+    The loss of each step is measured on a batch the block has not been trained on yet (the step's forward
+    pass, before its update), so it is an honest estimate; returns the curve and the first step whose
+    relative loss is at most ``task.target`` (None if never)."""
+    g = torch.Generator().manual_seed(task.seed)
+    opt = torch.optim.SGD(block.parameters(), lr=task.lr, momentum=0.9)
     block.train()
     curve, reached = [], None
-    for step in range(steps + 1):
-        x = identity_inputs(batch, channels, size, g)
-        loss = F.mse_loss(block(x), x)
-        rel = loss.item() / float(x.pow(2).mean())
-        curve.append({"step": step, "loss": loss.item(), "rel_loss": rel})
-        if reached is None and rel <= target:
+    for step in range(task.steps + 1):
+        x = identity_inputs(task.batch, task.channels, task.size, g)
+        if step == task.steps:  # the last point is measured, not trained on
+            with torch.no_grad():
+                loss_value = F.mse_loss(block(x), x).item()
+        else:
+            try:
+                loss_value = train_step(block, opt, x, x, loss_fn=F.mse_loss)[0].item()
+            except FloatingPointError:  # recorded below as it is, and the fit stops
+                loss_value = math.nan
+        rel = loss_value / float(x.pow(2).mean())
+        curve.append({"step": step, "loss": loss_value, "rel_loss": rel})
+        if reached is None and rel <= task.target:
             reached = step
-        if step == steps or not math.isfinite(rel):
+        if not math.isfinite(rel):
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
     return curve, reached
 
 
@@ -157,6 +176,7 @@ def zero_init_checks(channels: int = 16, size: int = 8, seed: int = 0) -> dict[s
 
 
 def identity_study(
+    *,
     steps: int = 3000,
     channels: int = 16,
     size: int = 8,
@@ -177,7 +197,7 @@ def identity_study(
         raise ValueError(f"lr and target must be > 0, got lr={lr}, target={target}")
     say = log or (lambda _: None)
     with torch_threads(1):  # a 16-channel 8x8 block is too small for threads to pay; on a busy CPU they cost 5x
-        curves, results = _fit_both(steps, channels, size, batch, lr, target, seed, say)
+        curves, results = _fit_both(IdentityTask(steps, channels, size, batch, lr, target, seed), say)
         zero = zero_init_checks(channels, size, seed)
     say(f"zero-init residual block: max |block(x) - x| = {zero['block_max_abs_diff']:g} (nonnegative x)")
     config = {"steps": steps, "channels": channels, "size": size, "batch": batch, "lr": lr, "target": target,
@@ -189,14 +209,14 @@ def identity_study(
     return report
 
 
-def _fit_both(steps: int, channels: int, size: int, batch: int, lr: float, target: float, seed: int,
-              say: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+def _fit_both(task: IdentityTask, say: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     curves, results = [], []
+    target = task.target
     for variant in VARIANTS:
         t0 = time.perf_counter()
-        torch.manual_seed(seed)  # the same weights for both blocks: they have the same parameters
-        block = make_block(variant == "residual", channels)
-        curve, reached = fit_identity(block, steps, batch, channels, size, lr, seed, target)
+        torch.manual_seed(task.seed)  # the same weights for both blocks: they have the same parameters
+        block = make_block(variant == "residual", task.channels)
+        curve, reached = fit_identity(block, task)
         curves += [{"variant": variant, **c} for c in curve]
         results.append({"variant": variant, "steps_to_target": reached, "initial_rel_loss": curve[0]["rel_loss"],
                         "final_rel_loss": curve[-1]["rel_loss"], "best_rel_loss": min(c["rel_loss"] for c in curve),
@@ -258,7 +278,8 @@ def plot_identity(report: IdentityReport, path: Path) -> Path:
                 fontsize=8)  # fmt: skip
     ax.set_xlabel("SGD step")
     ax.set_ylabel("MSE(block(x), x) / mean(x^2)")
-    ax.set_title("Fitting the identity mapping (16 channels, 8x8)", fontsize=10)
+    cfg = report.config
+    ax.set_title(f"Fitting the identity mapping ({cfg['channels']} channels, {cfg['size']}x{cfg['size']})", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper right")
     return save_figure(fig, path)

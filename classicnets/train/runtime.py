@@ -24,7 +24,7 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def allocator() -> str:
-    """The malloc this process runs on: "jemalloc"/"tcmalloc" when preloaded (see cli.reexec_with_jemalloc)."""
+    """The malloc this process runs on: "jemalloc"/"tcmalloc" when preloaded (see commands.reexec_with_jemalloc)."""
     try:
         with open("/proc/self/maps") as f:
             maps = f.read()
