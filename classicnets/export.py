@@ -39,8 +39,8 @@ __all__ = [
     "read_inputs",
 ]
 
-FORMATS = ("onnx", "torchscript", "safetensors")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
+FORMATS = ("onnx", "torchscript", "safetensors", "hf")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors", "hf": "-hf"}
 # Exported logits must match PyTorch's within ATOL + RTOL * max|logit|. float32 kernels in onnxruntime
 # (MLAS) and PyTorch (oneDNN/cuDNN) sum in different orders; measured differences are ~1e-7 relative
 # (resnet18: 3e-6 on logits of magnitude 6), so 1e-4 leaves a wide margin while a wrong op or weight
@@ -136,7 +136,9 @@ def export(
     ``input_size`` fixes H and W of the ONNX graph and the example input (default: the model's default
     input size). ``opset``: ONNX opset (default: the exporter's). ``metadata``: ``model_kwargs``,
     ``classes``, ``mean``, ``std`` and any other JSON-able values stored with the weights.
-    ``dynamo``: ONNX only, ``False`` selects the deprecated TorchScript-based exporter.
+    ``dynamo``: ONNX only, ``False`` selects the deprecated TorchScript-based exporter. ``format="hf"``
+    writes the folder ``path`` in the layout model hubs read: ``config.json``, ``model.safetensors`` and a
+    model card ``README.md``.
     """
     model = _check_model(model)
     if format not in FORMATS:
@@ -153,6 +155,8 @@ def export(
             _export_onnx(model, path, example_inputs(model, size), opset, meta, dynamo)
         elif format == "torchscript":
             _export_torchscript(model, path, example_inputs(model, size), meta)
+        elif format == "hf":
+            _export_hf(model, path, meta)
         else:
             _export_safetensors(model, path, meta)
     finally:
@@ -223,9 +227,47 @@ def _export_safetensors(model: nn.Module, path: Path, meta: dict[str, str]) -> N
     save_file(state, str(path), metadata=meta)
 
 
+def _export_hf(model: ClassicNet, folder: Path, meta: dict[str, str]) -> None:
+    """The Hugging Face layout: config.json (model, classes as id2label, preprocessing), model.safetensors
+    (with the same metadata as a plain safetensors export) and a README.md model card."""
+    from .models import model_card
+
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} exists and is not a folder; the hf format writes a folder (config.json, "
+                         "model.safetensors, README.md): choose another --out")  # fmt: skip
+    folder.mkdir(exist_ok=True)
+    values = {k: (v if k in ("format", "model_name") else json.loads(v)) for k, v in meta.items()}
+    classes = values.get("classes") or [str(i) for i in range(model.num_classes)]
+    card = model_card(model.model_name)
+    config = {
+        "library_name": "classicnets", "model_type": model.model_name, "architectures": [type(model).__name__],
+        "model_kwargs": values["model_kwargs"], "num_classes": model.num_classes, "in_chans": model.in_chans,
+        "input_size": values["input_size"], "id2label": {str(i): c for i, c in enumerate(classes)},
+        "label2id": {c: i for i, c in enumerate(classes)},
+        **{k: values[k] for k in ("preprocessing", "mean", "std", "weight", "test_acc") if k in values},
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _export_safetensors(model, folder / "model.safetensors", meta)
+    params = sum(p.numel() for p in model.parameters())
+    acc = f"\n- test accuracy: {values['test_acc']:.2%}" if "test_acc" in values else ""
+    c, h, w = values["input_size"]
+    (folder / "README.md").write_text(
+        f"---\nlibrary_name: classicnets\ntags:\n- image-classification\n- {card.family}\n---\n\n"
+        f"# {model.model_name}\n\n{card.notes}. From {card.paper} ({card.year}).\n\n"
+        f"- parameters: {params:,}\n- input: {c}x{h}x{w}\n- classes: {', '.join(classes)}{acc}\n\n"
+        "```python\nimport classicnets as cn\nfrom safetensors.torch import load_file\n\n"
+        f"model = cn.create_model({model.model_name!r}, **{values['model_kwargs']!r})\n"
+        "model.load_state_dict(load_file(\"model.safetensors\"))\n```\n\n"
+        "Preprocessing (`config.json`, `preprocessing`): the same as classicnets' "
+        "`classicnets.data.inputs.Preprocessing`.\n"
+    )  # fmt: skip
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The classicnets metadata of an exported file (any of the three formats), JSON values decoded."""
     path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():  # an hf folder
+        path = path / "model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix == ".onnx":
@@ -252,6 +294,8 @@ def model_from_safetensors(path: str | os.PathLike) -> tuple[nn.Module, dict[str
 
     from .models import create_model, list_models
 
+    if Path(path).is_dir():  # an hf folder
+        path = Path(path) / "model.safetensors"
     meta = read_metadata(path)
     name = meta.get("model_name")
     if name not in list_models():
@@ -374,9 +418,9 @@ def export_checkpoint(
     input_size: int | Sequence[int] | None = None,
     opset: int | None = None,
 ) -> Path:
-    """Rebuild the model of a classicnets checkpoint and export it; the run record's model kwargs, classes
-    and preprocessing go into the metadata. The input size is ``input_size``, else the size the model was
-    trained at (the record's input plan)."""
+    """Rebuild the model of a classicnets checkpoint (or a shipped weight, by name) and export it; the run
+    record's model kwargs, classes and preprocessing go into the metadata. The input size is ``input_size``,
+    else the size the model was trained at (the record's input plan)."""
     return export_checkpoint_model(checkpoint_path, format, out, input_size, opset)[0]
 
 
@@ -387,14 +431,18 @@ def export_checkpoint_model(
     input_size: int | Sequence[int] | None,
     opset: int | None,
 ) -> tuple[Path, nn.Module]:
-    from .checkpoint import model_from_checkpoint
+    from . import weights
+    from .inference import load_trained
 
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    shipped = weights.is_weight_name(checkpoint_path)
+    if out is None and shipped:
+        out = str(checkpoint_path).replace(":", "-") + SUFFIXES[format]
     out = Path(out) if out is not None else default_output(checkpoint_path, format)
-    if out.resolve() == Path(checkpoint_path).resolve():
+    if not shipped and out.resolve() == Path(checkpoint_path).resolve():
         raise ValueError(f"--out {out} would overwrite the checkpoint itself; choose another path")
-    model, record, _ = model_from_checkpoint(checkpoint_path)
+    model, record = load_trained(checkpoint_path)
     prep = record.preprocessing
     meta = {
         "model_kwargs": record.model_kwargs,
@@ -403,4 +451,7 @@ def export_checkpoint_model(
         "std": list(prep.std),
         "preprocessing": prep.to_dict(),
     }
+    if shipped:
+        shipped_record = weights.get_weight(str(checkpoint_path))
+        meta.update(weight=shipped_record.name, test_acc=shipped_record.test_acc)
     return export(model, out, format, input_size=input_size or record.input_size, opset=opset, metadata=meta), model

@@ -19,28 +19,45 @@ from .train.runtime import amp_dtype, resolve_device
 from .train.step import evaluate, predict_logits
 
 
+def load_trained(source: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunRecord]:
+    """A trained model (in eval mode, on ``device``) and its :class:`RunRecord`, from a checkpoint file
+    written by ``classicnets train`` or from a shipped weight's name such as ``fashion-mnist:resnet20``."""
+    from . import weights
+
+    if weights.is_weight_name(source):
+        model, record = weights.load(str(source))
+    else:
+        model, record, _ = model_from_checkpoint(source)
+    return model.to(device).eval(), record
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike, data: str | None = None, *, split: str = "test", data_dir: str | None = None,
-    device: str = "auto", out_dir: str | os.PathLike | None = None, batch_size: int = 512,
+    device: str = "auto", out_dir: str | os.PathLike | None = None, batch_size: int = 512, amp: str | None = None,
+    plot: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """Top-1, top-5, per-class accuracy, per-image predictions and a confusion-matrix PNG for ``checkpoint``
-    on ``data``'s ``split`` (default: the data it was trained on).
+    """Top-1, top-5, per-class accuracy, per-image predictions (``pred``, ``logits``) and a confusion-matrix
+    PNG for ``checkpoint`` (a file, or a shipped weight's name) on ``data``'s ``split`` (default: the data
+    it was trained on).
 
-    The images are prepared exactly as in training (the record's preprocessing); ``split="val"`` re-creates
-    the run's validation split from its seed. Image folders (``folder:PATH``) work too.
+    The images are prepared exactly as in training (the record's preprocessing) and evaluated with the run's
+    autocast and test-time flip (``amp="off"`` forces fp32); ``split="val"`` re-creates the run's validation
+    split from its seed. Image folders (``folder:PATH``) work too. ``plot=False`` skips the PNG.
     """
     if split not in ("test", "val", "train"):
         raise ValueError(f"split must be test, val or train; got {split!r}")
     dev = resolve_device(device)
-    model, record, _ = model_from_checkpoint(checkpoint, map_location=dev)
+    model, record = load_trained(checkpoint, dev)
     name = data or record.data
     loader = _loader(record, name, split, data_dir or record.data_dir, dev, batch_size)
-    metrics = evaluate(model, loader, len(record.classes), amp=amp_dtype(record.amp, dev), tta_flip=record.tta_flip,
-                       predictions=True)  # fmt: skip
-    out = Path(out_dir) if out_dir else Path(checkpoint).parent
-    metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], list(record.classes), out / f"confusion_{split}.png",
-                                                  title=f"{record.model} on {name} ({split})"))  # fmt: skip
+    metrics = evaluate(model, loader, len(record.classes), amp=amp_dtype(amp or record.amp, dev),
+                       tta_flip=record.tta_flip, predictions=True)  # fmt: skip
     metrics["classes"] = list(record.classes)
+    if plot:
+        out = Path(out_dir) if out_dir else (Path(checkpoint).parent if Path(checkpoint).is_file() else Path("."))
+        metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], list(record.classes),
+                                                      out / f"confusion_{split}.png",
+                                                      title=f"{record.model} on {name} ({split})"))  # fmt: skip
     return metrics
 
 
@@ -115,8 +132,7 @@ def predict(
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise ValueError(f"topk must be a positive integer, got {topk!r}")
     dev = resolve_device(device)
-    model, record, _ = model_from_checkpoint(checkpoint, map_location=dev)
-    model.eval()
+    model, record = load_trained(checkpoint, dev)
     prep = record.preprocessing
     x = torch.stack([prep.image(p) for p in images]).to(dev)  # (B, C, size, size), model-ready
     probs = predict_logits(model, x, amp_dtype(record.amp, dev), record.tta_flip).softmax(1)

@@ -377,10 +377,14 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
 
     ``.safetensors`` via ``safetensors.torch.load_file``; anything else via ``torch.load(weights_only=True)``:
     a classicnets checkpoint (verified by ``load_checkpoint``), or a state dict, bare or wrapped in
-    ``{'state_dict': ...}`` / ``{'model': ...}``, with ``module.`` / ``_orig_mod.`` prefixes stripped.
+    ``{'state_dict': ...}`` / ``{'model': ...}``, with ``module.`` / ``_orig_mod.`` prefixes stripped. A shipped
+    weight's name (``fashion-mnist:resnet20``) gives its hash-checked tensors.
     """
+    from . import weights
     from .checkpoint import FORMAT, load_checkpoint, read_record
 
+    if weights.is_weight_name(path):  # a shipped weight, e.g. fashion-mnist:resnet20 (hash-checked)
+        return dict(weights.load_state_dict(str(path))), f"shipped weights {path}"
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")

@@ -1,10 +1,11 @@
-"""``classicnets export``: a checkpoint to ONNX, TorchScript or safetensors, then checked against PyTorch."""
+"""``classicnets export``: a checkpoint (or shipped weights) to ONNX, TorchScript, safetensors or the hf folder
+layout, then checked against PyTorch."""
 
 from __future__ import annotations
 
 import argparse
 
-FORMATS = ("onnx", "torchscript", "safetensors")  # classicnets.export.FORMATS (kept torch-free for --help)
+FORMATS = ("onnx", "torchscript", "safetensors", "hf")  # classicnets.export.FORMATS (kept torch-free for --help)
 
 
 def _size(text: str) -> tuple[int, ...]:
@@ -34,7 +35,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.verify_batch < 1:
         raise ValueError(f"--verify-batch must be at least 1, got {args.verify_batch}")
     out, model = export_checkpoint_model(args.checkpoint, args.format, args.out, args.input_size, args.opset)
-    size_mb = out.stat().st_size / 2**20
+    size_mb = sum(f.stat().st_size for f in (out.iterdir() if out.is_dir() else [out])) / 2**20
     print(f"exported {args.checkpoint} -> {out} ({args.format}, {size_mb:.1f} MB)")
     if args.no_verify:
         return 0
@@ -47,7 +48,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         r, runtime = verify_onnx(model, out, x), "onnxruntime"
     elif args.format == "torchscript":
         r, runtime = verify_torchscript(model, out, x), "TorchScript"
-    else:
+    else:  # safetensors, hf: the weights reload bit for bit
         reloaded, _ = model_from_safetensors(out)
         mismatched = [k for k, v in model.state_dict().items() if not torch.equal(v, reloaded.state_dict()[k])]
         if mismatched:
@@ -65,11 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``classicnets export CHECKPOINT --format onnx|torchscript|safetensors [--out PATH] [--no-verify]``."""
     p = subparsers.add_parser(
         "export",
-        help="export a checkpoint to ONNX, TorchScript or safetensors (verified against PyTorch)",
+        help="export a checkpoint or shipped weights to ONNX, TorchScript, safetensors or the hf folder layout",
         description="Export a classicnets checkpoint. ONNX and TorchScript files are run on random (or "
         "given) inputs and compared with PyTorch; safetensors files are reloaded and compared bit for bit.",
     )
-    p.add_argument("checkpoint", help="a checkpoint written by classicnets train")
+    p.add_argument("checkpoint", help="a checkpoint written by classicnets train, or a shipped weight's name "
+                   "(fashion-mnist:resnet20; see classicnets weights)")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     p.add_argument("--out", default=None, metavar="PATH", help="default: next to the checkpoint, e.g. best.onnx")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")

@@ -6,8 +6,9 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    source = "a checkpoint (runs/NAME/best.pt) or a shipped weight's name (fashion-mnist:lenet5_modern)"
     p = sub.add_parser("eval", help="top-1/top-5/per-class accuracy and a confusion matrix for a checkpoint")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help=source)
     p.add_argument("--data", default=None, help="dataset or folder:PATH (default: the one it was trained on)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
@@ -16,11 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes with probabilities for image files")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help=source)
     p.add_argument("images", nargs="+")
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("weights", help="the weights that ship with classicnets: dataset, test accuracy, recipe")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*:resnet*'")
+    p.set_defaults(handler=cmd_weights)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -42,4 +47,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for item in predict(args.checkpoint, args.images, topk=args.topk, device=args.device):
         tops = ", ".join(f"{name} {p:.1%}" for name, p in item["top"])
         print(f"{item['image']}: {tops}")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from ..weights import get_weight, list_weights
+
+    names = list_weights(args.pattern)
+    if not names:
+        raise ValueError(f"no shipped weight matches {args.pattern!r}; try `classicnets weights` for all of them")
+    header = f"{'weight':<28} {'test acc (shipped)':>18} {'mean +- std, 3 seeds':>21} {'MB':>5}  recipe"
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        w = get_weight(name)
+        print(f"{name:<28} {w.test_acc:>18.2%} {f'{w.test_acc_mean:.2%} +- {w.test_acc_std:.2%}':>21} "
+              f"{w.path.stat().st_size / 1e6:>5.2f}  {w.recipe}")
+    print("\nUse a name wherever a checkpoint goes (predict, eval, export, show, finetune --weights) or "
+          "create_model(model, pretrained=dataset). Test accuracy in fp32 on the dataset's test set.")
     return 0

@@ -38,7 +38,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", dest="progress", action="store_true", default=None, help="force the progress bar")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. --set lr=0.05")
-    p.add_argument("--weights", default=None, help="start from these weights (.pth, checkpoint, .safetensors)")
+    p.add_argument("--weights", default=None, help="start from these weights: .pth, checkpoint, .safetensors, or a "
+                   "shipped weight's name (fashion-mnist:resnet20)")
     p.add_argument("--freeze", default=None, metavar="MODULE",
                    help="freeze the model up to this top-level module (e.g. layer3), or 'backbone'")  # fmt: skip
 
@@ -65,6 +66,11 @@ def train_config(args: argparse.Namespace):
     else:
         config = TrainConfig()
     overrides = {key: getattr(args, key) for key in _PASSED_THROUGH if getattr(args, key, None) is not None}
+    if args.weights and not args.model:
+        from ..weights import get_weight, is_weight_name
+
+        if is_weight_name(args.weights):  # `finetune --weights fashion-mnist:resnet20`: the model is resnet20
+            overrides["model"] = get_weight(args.weights).model
     if args.deterministic:
         overrides["deterministic"] = True
     if args.compile:

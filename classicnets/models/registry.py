@@ -119,12 +119,19 @@ def list_models(pattern: str = "*") -> list[str]:
     return [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)]
 
 
-def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> nn.Module:
+def create_model(
+    name: str, num_classes: int | None = None, in_chans: int | None = None, *, pretrained: bool | str = False, **kwargs
+) -> nn.Module:
     """Build a registered model; ``num_classes`` and ``in_chans`` default to the model card's values.
 
+    ``pretrained="fashion-mnist"`` (a dataset) or ``True`` (the model's default dataset) loads the weights
+    that ship with classicnets, verified by hash; classes and channels then come from the weights' record,
+    which is also ``model.pretrained_cfg`` (its ``.preprocessing`` prepares images as the test images were).
     Builders never choose a device or dtype: move the model yourself.
     """
     card = model_card(name)
+    if pretrained:
+        return _pretrained(name, num_classes, in_chans, pretrained, kwargs)
     if num_classes is None:
         num_classes = card.default_num_classes
     if in_chans is None:
@@ -135,3 +142,17 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
         raise TypeError(f"create_model({name!r}): {exc}") from None
     model.model_name = name
     return model
+
+
+def _pretrained(name: str, num_classes: int | None, in_chans: int | None, pretrained: bool | str,
+                kwargs: dict) -> nn.Module:  # fmt: skip
+    from ..weights import default_weight, load
+
+    weight = default_weight(name) if pretrained is True else f"{pretrained}:{name}"
+    model, record = load(weight)
+    asked = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
+    clashes = {k: v for k, v in asked.items() if v is not None and record.model_kwargs.get(k) != v}
+    if clashes:
+        raise ValueError(f"the {weight} weights were trained with {record.model_kwargs}, not {clashes}; load them as "
+                         "they are, then adapt: classicnets.transfer.adapt(model, num_classes=..., in_chans=...)")
+    return model.train()
