@@ -12,6 +12,11 @@ extras=""
 missing=""
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$missing dataset-fashion-mnist"
 ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2 || missing="$missing libjemalloc2"
+# --dev: the headless browser and its driver that tests/test_serve_browser.py drives (the `serve` page).
+if [ -n "$extras" ]; then
+  [ -x /usr/bin/chromium ] || missing="$missing chromium"
+  [ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
+fi
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing system packages:$missing"
