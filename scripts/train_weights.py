@@ -23,11 +23,11 @@ SEEDS = (0, 1, 2)
 # name -> (recipe, overrides). The name is "<dataset>:<model>", as --weights and pretrained= take it.
 SPECS: dict[str, tuple[str, dict]] = {
     "fashion-mnist:lenet5_modern": ("fashion-fast", {}),
-    "fashion-mnist:lenet5": ("fashion-fast", {"model": "lenet5"}),
+    "fashion-mnist:lenet5": ("lenet5-fast", {}),
     "fashion-mnist:resnet20": ("fashion-resnet20", {"epochs": 4}),
     "fashion-mnist:plain20": ("fashion-resnet20", {"model": "plain20", "epochs": 4}),
     "mnist-5k:lenet5_modern": ("fashion-fast", {"data": "mnist-5k", "hflip": False, "epochs": 30}),
-    "mnist-5k:lenet5": ("fashion-fast", {"data": "mnist-5k", "model": "lenet5", "hflip": False, "epochs": 30}),
+    "mnist-5k:lenet5": ("lenet5-fast", {"data": "mnist-5k", "hflip": False, "epochs": 30}),
 }
 
 

@@ -9,7 +9,6 @@ evaluation loader feeds them (array datasets: the split's order; image folders: 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +53,7 @@ def errors(
     if isinstance(max_images, bool) or not isinstance(max_images, int) or not 1 <= max_images <= LARGEST_GALLERY:
         raise ValueError(f"max_images must be an integer from 1 to {LARGEST_GALLERY}, got {max_images!r}")
     name = data or net.record.data
-    with tempfile.TemporaryDirectory() as tmp:  # evaluate_checkpoint also writes its own confusion PNG
-        metrics = evaluate_checkpoint(net.source, name, split=split, device=device, out_dir=tmp)
+    metrics = evaluate_checkpoint(net.source, name, split=split, device=device, plot=False)
     labels, pictures = _stored(net.record, name, split)
     pred, probs = metrics["pred"], metrics["logits"].softmax(1)
     k = len(net.record.classes)
