@@ -20,6 +20,7 @@ from typing import Sequence
 from . import export as _export
 from . import inference as _inference
 from . import models as _models
+from . import serve as _serve
 from . import show as _show
 from . import studies as _studies
 from . import train as _train
@@ -28,7 +29,7 @@ from .errors import UserError
 __all__ = ["UserError", "build_parser", "main", "entry"]
 
 # Each module adds its subcommands, in the order `classicnets --help` lists them.
-_SUBCOMMANDS = (_models, _train, _inference, _show, _export, _studies)
+_SUBCOMMANDS = (_models, _train, _inference, _show, _export, _studies, _serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
