@@ -357,6 +357,23 @@ def test_a_full_worker_pool_answers_503_with_retry_after_and_recovers(server: Se
     assert post_image(server, "predict", model, fashion_png())[0] == 200
 
 
+def test_predictions_go_before_waiting_feature_maps_and_grad_cams() -> None:
+    from classicnets.serve.engine import EXPLAIN, PREDICT, VIEW, WorkerPool
+
+    pool, gate, done = WorkerPool(workers=1, queue=4), threading.Event(), []
+    try:
+        blocker = pool.submit(gate.wait, 30)
+        jobs = [pool.submit(done.append, name, priority=p) for name, p in
+                (("gradcam", EXPLAIN), ("features", VIEW), ("predict", PREDICT), ("features 2", VIEW))]  # fmt: skip
+        gate.set()
+        for job in [blocker, *jobs]:
+            job.result(timeout=30)
+    finally:
+        gate.set()
+        pool.close()
+    assert done == ["predict", "features", "features 2", "gradcam"]
+
+
 def test_small_load_has_no_5xx(server: Server) -> None:
     """The CI-sized variant of benchmarks/serve_load.py: 4 clients x 20 requests, bad inputs mixed in."""
     models = models_by_label(server)

@@ -2,10 +2,10 @@
 kept (the few most recently used).
 
 * ``WorkerPool``: ``workers`` threads (torch set to one intra-op thread, so each worker is one core) and at
-  most ``queue`` jobs waiting. A job that finds every slot taken is refused at once with 503 and
-  ``Retry-After`` instead of queueing without bound; the event loop never runs PyTorch, so the page, the
-  model list and the API docs stay responsive while the workers are busy, and one slow request (a big
-  model loading, a VGG Grad-CAM) holds one worker, not the server.
+  most ``queue`` jobs waiting, taken by priority (predictions first). A job that finds every slot taken is
+  refused at once with 503 and ``Retry-After`` instead of queueing without bound; the event loop never runs
+  PyTorch, so the page, the model list and the API docs stay responsive while the workers are busy, and one
+  slow request (a big model loading, a VGG Grad-CAM) holds one worker, not the server.
 * ``ModelCache``: an LRU of ``capacity`` loaded models. Each loaded model has one replica per worker, lent
   to one job at a time: the feature-map and Grad-CAM views attach forward hooks, which must never fire in
   another request's forward pass on the same module.
@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from queue import PriorityQueue
 from typing import Any
 
 import torch
@@ -32,41 +34,66 @@ from .catalog import ModelEntry
 from .errors import ApiError
 
 RETRY_AFTER_S = 1
-
-
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+# Job priorities: a worker takes the most urgent waiting job first, so the top-5 answer that the page asks
+# for while the pen moves never waits behind a queue of feature maps and Grad-CAMs (first come, first
+# served among equals). Starvation is bounded: the queue is, and a client waits for its answer.
+PREDICT, VIEW, EXPLAIN = 0, 1, 2
+_STOP = 99  # after everything else
 
 
 class WorkerPool:
-    """``workers`` threads running jobs, at most ``queue`` more waiting; beyond that, 503 at once."""
+    """``workers`` threads running jobs by priority, at most ``queue`` more waiting; beyond that, 503 at once."""
 
     def __init__(self, workers: int = 2, queue: int = 16) -> None:
         if workers < 1 or queue < 0:
             raise ValueError(f"the worker pool needs workers >= 1 and queue >= 0, got {workers} and {queue}")
         self.workers, self.queue = workers, queue
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="classicnets-serve", initializer=_one_thread)
         self._slots = threading.BoundedSemaphore(workers + queue)
+        self._jobs: PriorityQueue = PriorityQueue()
+        self._order = itertools.count()
+        self._threads = [threading.Thread(target=self._work, name=f"classicnets-serve-{i}", daemon=True)
+                         for i in range(workers)]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any, priority: int = VIEW) -> Future:
         """``fn(*args)`` on a worker, as a Future; an ``ApiError(503)`` with ``Retry-After`` if the pool is full."""
         if not self._slots.acquire(blocking=False):
             raise ApiError(503, f"the server is busy ({self.workers} requests running, {self.queue} waiting); "
                                 f"retry in {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
-        try:
-            future = self._executor.submit(fn, *args)
-        except BaseException:
-            self._slots.release()
-            raise
-        future.add_done_callback(lambda _: self._slots.release())
+        future: Future = Future()
+        self._jobs.put((priority, next(self._order), future, fn, args))
         return future
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, fn: Callable[..., Any], *args: Any, priority: int = VIEW) -> Any:
         """Await ``fn(*args)`` on a worker (see :meth:`submit`); the event loop stays free meanwhile."""
-        return await asyncio.wrap_future(self.submit(fn, *args))
+        return await asyncio.wrap_future(self.submit(fn, *args, priority=priority))
+
+    def _work(self) -> None:
+        torch.set_num_threads(1)  # one core per worker: two workers never fight over the same cores
+        while True:
+            priority, _, future, fn, args = self._jobs.get()
+            if priority == _STOP:
+                return
+            if not future.set_running_or_notify_cancel():
+                self._slots.release()
+                continue
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
+                result, error = None, exc
+            self._slots.release()  # before the answer: whoever sees it may submit again at once
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Finish the jobs already queued, then stop the workers."""
+        for _ in self._threads:
+            self._jobs.put((_STOP, next(self._order), None, None, ()))
+        for thread in self._threads:
+            thread.join()
 
 
 @dataclass
