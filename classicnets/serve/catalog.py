@@ -184,8 +184,8 @@ class Catalog:
                 if study["report"] is not None or study["verdicts"]:
                     studies.append(study)
         message = None if studies else (
-            f"No case studies yet: no report.md or verdict JSON under {root.as_posix()}/*/. Run `{CLAIMS_HOWTO}` "
-            f"to test the papers' claims; its reports appear here.")  # fmt: skip
+            f"No case studies yet: no report.md or verdict JSON in claims/*/ of the runs folder. Run "
+            f"{CLAIMS_HOWTO} to test the papers' claims; its reports appear here.")  # fmt: skip
         return {"claims": studies, "command": CLAIMS_HOWTO, "message": message}
 
 
