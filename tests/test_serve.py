@@ -317,6 +317,30 @@ def test_bad_input_gets_a_clear_4xx_and_the_next_request_is_served(server: Serve
     assert status == 200 and len(payload["top"]) == 5
 
 
+def test_any_json_body_gets_an_answer_below_500(server: Server) -> None:
+    """Fields of every JSON type, right or wrong: the server refuses with a 4xx or answers, never a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    model = models_by_label(server)["lenet5_modern"]["id"]
+    scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5),
+                                                                                              inner, max_size=3),
+                          max_leaves=6)  # fmt: skip
+    good = {"model": st.just(model), "image": st.sampled_from([_data_url(fashion_png()), "data:image/png;base64,"]),
+            "target": st.sampled_from(["0", "1", 2]), "max_channels": st.integers(1, 64)}  # fmt: skip
+    bodies = st.fixed_dictionaries({key: good[key] | values for key in ("model", "image")},
+                                   optional={key: good[key] | values for key in ("target", "max_channels")}) | values
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=bodies, endpoint=st.sampled_from(["predict", "features", "gradcam"]))
+    def check(body, endpoint: str) -> None:
+        status, payload, _ = call(server, "POST", f"/api/{endpoint}", json.dumps(body).encode(), "application/json")
+        assert status < 500 and (status == 200 or "error" in payload), (status, payload)
+
+    check()
+
+
 def test_a_field_sent_twice_and_a_chunked_upload_over_the_limit_are_refused(server: Server) -> None:
     model = models_by_label(server)["lenet5_modern"]["id"]
     body, ctype = serve_load.multipart({"model": model, "image": fashion_png()})

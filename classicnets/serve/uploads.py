@@ -78,6 +78,8 @@ async def image_request(request: Request) -> ImageRequest:
     image = fields["image"]
     if isinstance(image, str):  # JSON, or a multipart text field: a data URL
         image = _data_url(image)
+    if not isinstance(image, bytes):
+        raise ApiError(400, "field 'image' must be a file (multipart) or a data URL string (JSON)")
     target = fields.get("target")
     if isinstance(target, bool) or (target is not None and not isinstance(target, (str, int))):
         raise ApiError(400, "field 'target' must be a class name or index")
