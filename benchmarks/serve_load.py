@@ -105,7 +105,8 @@ class Results:
         return sum(n for status, n in self.statuses.items() if status >= 500)
 
     def table(self) -> str:
-        lines = [f"{'endpoint':<10} {'model':<26} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'server p50':>11}"]
+        head = ("endpoint", "model", "n", "p50 ms", "p99 ms", "max ms", "server p50")
+        lines = ["{:<10} {:<26} {:>5} {:>8} {:>8} {:>8} {:>11}".format(*head)]
         for (endpoint, label), values in sorted(self.latency.items()):
             values = sorted(values)
             p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]

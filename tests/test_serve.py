@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import serve_load  # noqa: E402  (benchmarks/serve_load.py: its request builders and the load test itself)
+import serve_load  # (benchmarks/serve_load.py: its request builders and the load test itself)
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -274,43 +274,55 @@ def _truncated_png() -> bytes:
     return data[: len(data) // 2]
 
 
+def _form(**fields: str | bytes) -> tuple[bytes, str]:
+    return serve_load.multipart(fields)
+
+
+def _json(body: object) -> tuple[bytes, str]:
+    return json.dumps(body).encode(), "application/json"
+
+
+P, F, G = "/api/predict", "/api/features", "/api/gradcam"
 BAD = {
-    # name: (method, path, body builder (model id, a good PNG) -> (body, content type), status, words in the error)
-    "upload over 5 MB": ("POST", "/api/predict", lambda m, p: serve_load.multipart({"model": m, "image": b"\0" * (6 << 20)}), 413, "limit"),
-    "not an image": ("POST", "/api/predict", lambda m, p: serve_load.multipart({"model": m, "image": b"GIF89 not really"}), 415, "not an image"),
-    "bomb 50000x50000": ("POST", "/api/predict", lambda m, p: serve_load.multipart({"model": m, "image": serve_load.bomb_png(50_000)}), 413, "pixels"),
-    "bomb 5000x5000": ("POST", "/api/features", lambda m, p: serve_load.multipart({"model": m, "image": serve_load.bomb_png(5_000)}), 413, "5000x5000"),
-    "truncated png": ("POST", "/api/predict", lambda m, p: serve_load.multipart({"model": m, "image": _truncated_png()}), 400, "cannot be decoded"),
-    "text/plain": ("POST", "/api/predict", lambda m, p: (p, "text/plain"), 415, "multipart/form-data"),
-    "no content type": ("POST", "/api/predict", lambda m, p: (p, None), 415, "content type"),
-    "malformed json": ("POST", "/api/predict", lambda m, p: (b'{"model": "' + m.encode() + b'", "image": ', "application/json"), 400, "malformed JSON"),
-    "json list": ("POST", "/api/predict", lambda m, p: (b"[1, 2]", "application/json"), 400, "object"),
-    "unknown field": ("POST", "/api/predict", lambda m, p: (json.dumps({"model": m, "image": "x", "path": "/etc"}).encode(), "application/json"), 400, "unknown field"),
-    "missing image": ("POST", "/api/predict", lambda m, p: serve_load.multipart({"model": m}), 400, "missing field 'image'"),
-    "not a data url": ("POST", "/api/predict", lambda m, p: (json.dumps({"model": m, "image": "/etc/passwd"}).encode(), "application/json"), 400, "data URL"),
-    "bad base64": ("POST", "/api/predict", lambda m, p: (json.dumps({"model": m, "image": "data:image/png;base64,@@@"}).encode(), "application/json"), 400, "base64"),
-    "model not a string": ("POST", "/api/predict", lambda m, p: (json.dumps({"model": 5, "image": _data_url(p)}).encode(), "application/json"), 400, "must be a string"),
-    "unknown model id": ("POST", "/api/predict", lambda m, p: serve_load.json_body("m0123456789", p), 404, "unknown model id"),
-    "absolute path as model": ("POST", "/api/predict", lambda m, p: serve_load.json_body("/etc/passwd", p), 400, "never by a file path"),
-    "relative path as model": ("POST", "/api/gradcam", lambda m, p: serve_load.multipart({"model": "../lenet5_modern/best.pt", "image": p}), 400, "never by a file path"),
-    "label as model": ("POST", "/api/predict", lambda m, p: serve_load.json_body("lenet5_modern", p), 400, "is listed as id"),
-    "max_channels 0": ("POST", "/api/features", lambda m, p: serve_load.multipart({"model": m, "image": p, "max_channels": "0"}), 400, "max_channels"),
-    "unknown class": ("POST", "/api/gradcam", lambda m, p: serve_load.multipart({"model": m, "image": p, "target": "Zebra"}), 400, "unknown class"),
-    "path in the layers url": ("GET", "/api/models/..%2F..%2Fetc%2Fpasswd/layers", None, 404, "no such page"),
-    "file in the layers url": ("GET", "/api/models/best.pt/layers", None, 400, "never by a file path"),
-    "unknown layers id": ("GET", "/api/models/m9999999999/layers", None, 404, "unknown model id"),
-    "unknown route": ("GET", "/etc/passwd", None, 404, "no such page"),
-    "wrong method": ("GET", "/api/predict", None, 405, "Method Not Allowed"),
-}  # fmt: skip
+    # name: (path, body from (model id, a good PNG) or None for a GET, status, words in the error)
+    "upload over 5 MB": (P, lambda m, p: _form(model=m, image=b"\0" * (6 << 20)), 413, "limit"),
+    "not an image": (P, lambda m, p: _form(model=m, image=b"GIF89 not really"), 415, "not an image"),
+    "bomb 50000x50000": (P, lambda m, p: _form(model=m, image=serve_load.bomb_png(50_000)), 413, "pixels"),
+    "bomb 5000x5000": (F, lambda m, p: _form(model=m, image=serve_load.bomb_png(5_000)), 413, "5000x5000"),
+    "truncated png": (P, lambda m, p: _form(model=m, image=_truncated_png()), 400, "cannot be decoded"),
+    "text/plain": (P, lambda m, p: (p, "text/plain"), 415, "multipart/form-data"),
+    "no content type": (P, lambda m, p: (p, None), 415, "content type"),
+    "malformed json": (P, lambda m, p: (b'{"model": "' + m.encode() + b'", "image": ', "application/json"), 400,
+                       "malformed JSON"),
+    "json list": (P, lambda m, p: (b"[1, 2]", "application/json"), 400, "object"),
+    "unknown field": (P, lambda m, p: _json({"model": m, "image": "x", "path": "/etc"}), 400, "unknown field"),
+    "missing image": (P, lambda m, p: _form(model=m), 400, "missing field 'image'"),
+    "not a data url": (P, lambda m, p: _json({"model": m, "image": "/etc/passwd"}), 400, "data URL"),
+    "bad base64": (P, lambda m, p: _json({"model": m, "image": "data:image/png;base64,@@@"}), 400, "base64"),
+    "image not a string": (P, lambda m, p: _json({"model": m, "image": [1, 2]}), 400, "data URL string"),
+    "model not a string": (P, lambda m, p: _json({"model": 5, "image": _data_url(p)}), 400, "must be a string"),
+    "unknown model id": (P, lambda m, p: serve_load.json_body("m0123456789", p), 404, "unknown model id"),
+    "absolute path as model": (P, lambda m, p: serve_load.json_body("/etc/passwd", p), 400, "never by a file path"),
+    "relative path as model": (G, lambda m, p: _form(model="../lenet5_modern/best.pt", image=p), 400,
+                               "never by a file path"),
+    "label as model": (P, lambda m, p: serve_load.json_body("lenet5_modern", p), 400, "is listed as id"),
+    "max_channels 0": (F, lambda m, p: _form(model=m, image=p, max_channels="0"), 400, "max_channels"),
+    "unknown class": (G, lambda m, p: _form(model=m, image=p, target="Zebra"), 400, "unknown class"),
+    "path in the layers url": ("/api/models/..%2F..%2Fetc%2Fpasswd/layers", None, 404, "no such page"),
+    "file in the layers url": ("/api/models/best.pt/layers", None, 400, "never by a file path"),
+    "unknown layers id": ("/api/models/m9999999999/layers", None, 404, "unknown model id"),
+    "unknown route": ("/etc/passwd", None, 404, "no such page"),
+    "wrong method": (P, None, 405, "Method Not Allowed"),
+}
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_gets_a_clear_4xx_and_the_next_request_is_served(server: Server, case: str) -> None:
-    method, path, build, expected, words = BAD[case]
+    path, build, expected, words = BAD[case]
     model = models_by_label(server)["lenet5_modern"]["id"]
     png = fashion_png()
     body, ctype = build(model, png) if build else (None, None)
-    status, payload, _ = call(server, method, path, body, ctype)
+    status, payload, _ = call(server, "POST" if build else "GET", path, body, ctype)
     assert status == expected, payload
     assert words in payload["error"], payload
     status, payload, _ = post_image(server, "predict", model, png)
@@ -427,8 +439,9 @@ def test_models_are_loaded_once_and_the_least_recently_used_is_dropped(serve_run
         assert a is not b and not a.training
 
 
-def test_unreadable_checkpoints_are_reported_and_links_out_of_the_runs_folder_ignored(serve_runs: Path,
-                                                                                      tmp_path: Path) -> None:  # fmt: skip
+def test_unreadable_checkpoints_are_reported_and_links_out_of_the_runs_folder_ignored(
+    serve_runs: Path, tmp_path: Path
+) -> None:
     from classicnets.serve.catalog import Catalog
 
     runs = tmp_path / "runs"
@@ -445,7 +458,8 @@ def test_unreadable_checkpoints_are_reported_and_links_out_of_the_runs_folder_ig
     catalog = Catalog(runs, weights=())
     assert [e.label for e in catalog.entries()] == ["good"]
     assert [s["file"] for s in catalog.skipped] == ["broken/best.pt"]
-    assert "not a readable checkpoint" in catalog.skipped[0]["reason"] and str(tmp_path) not in catalog.skipped[0]["reason"]
+    reason = catalog.skipped[0]["reason"]
+    assert "not a readable checkpoint" in reason and str(tmp_path) not in reason
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -456,7 +470,8 @@ def test_the_command_serves_on_loopback_and_says_so(serve_runs: Path) -> None:
     try:
         assert re.match(r"\d+ models: \d+ shipped weights, 3 checkpoints under ", proc.stdout.readline())
         line = proc.stdout.readline().strip()
-        assert line.startswith("serving on http://127.0.0.1:") and line.endswith("(loopback only; --host 0.0.0.0 to share)")
+        assert line.startswith("serving on http://127.0.0.1:")
+        assert line.endswith("(loopback only; --host 0.0.0.0 to share)")
         port = int(line.split()[2].rsplit(":", 1)[1])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/api/health")

@@ -23,7 +23,7 @@ WAIT_S = 20
 @pytest.fixture(scope="module")
 def browser():
     for path in (CHROMIUM, CHROMEDRIVER):
-        assert Path(path).exists(), f"{path} is missing: run scripts/setup.sh --dev (Debian's chromium, chromium-driver)"
+        assert Path(path).exists(), f"{path} is missing: scripts/setup.sh --dev installs chromium, chromium-driver"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -101,7 +101,9 @@ def _tab(driver, name: str) -> None:
     driver.find_element(By.CSS_SELECTOR, f'.tabs button[data-tab="{name}"]').click()
 
 
-def test_the_page_draws_uploads_switches_compares_and_explains(browser, serve_runs, tmp_path: Path) -> None:  # noqa: F811
+def test_the_page_draws_uploads_switches_compares_and_explains(
+    browser, serve_runs, tmp_path: Path  # noqa: F811  (the fixture imported from test_serve)
+) -> None:
     from selenium.webdriver.common.by import By
 
     from classicnets.inference import predict
