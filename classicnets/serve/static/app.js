@@ -66,7 +66,7 @@ async function api(path, options) {
 }
 
 function hasInput() {
-  return state.strokes.length > 0 || state.base !== null;
+  return state.strokes.length > 0 || state.base !== null || state.baseFile !== null;
 }
 
 // The image request for a model: the uploaded file as it is (multipart) while nothing is drawn over it,
@@ -101,7 +101,8 @@ function latestOnly(job) {
         status("The server is busy; retrying\u2026");
         setTimeout(run, error.retryAfter * 1000);
       } else {
-        status(error.message, true);
+        status(error.message, true); // the server's sentence: what is wrong and what to send instead
+        if (error.status >= 400 && error.status < 500) clearResults(); // no answers left from the last input
       }
     } finally {
       running = false;
@@ -210,6 +211,7 @@ $("upload").addEventListener("change", async () => {
 
 // ------------------------------------------------------------------------------------------------ updates
 function inputChanged(strokeDone, fileName) {
+  $("status").className = "status"; // a new input: the last one's error no longer applies
   const kind = $("input-kind");
   if (fileName) kind.textContent = `uploaded: ${fileName}`;
   else if (state.strokes.length) kind.textContent = state.base ? "upload + drawing" : "drawing";
