@@ -146,7 +146,9 @@ def test_predict_eval_and_weights_commands_take_a_weight_name(tmp_path: Path, ca
     assert code == 0, err
     predicted = [line.split(": ", 1)[1].rsplit(" ", 1)[0] for line in out.strip().splitlines()]
     assert predicted == [w.classes[ord(c) - 48] for c in w.test_predictions[:3]]
-    code, out, err = run(capsys, "eval", "fashion-mnist:lenet5_modern", "--out", str(tmp_path))
+    code, flagged, err = run(capsys, "predict", "--weights", "fashion-mnist:lenet5_modern", *map(str, images), "--topk", "1")
+    assert code == 0 and flagged == out, err  # the spelling: predict --weights NAME IMAGE...
+    code, out, err = run(capsys, "eval", "--weights", "fashion-mnist:lenet5_modern", "--out", str(tmp_path))
     assert code == 0 and "10,000 images" in out and (tmp_path / "confusion_test.png").is_file(), err
     code, out, err = run(capsys, "weights")
     assert code == 0 and all(name in out for name in train_weights.SPECS) and f"{w.test_acc:.2%}" in out

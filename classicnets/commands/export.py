@@ -34,6 +34,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.verify_batch < 1:
         raise ValueError(f"--verify-batch must be at least 1, got {args.verify_batch}")
+    if bool(args.checkpoint) == bool(args.weights):
+        raise ValueError("name one trained net: a checkpoint (runs/NAME/best.pt) or --weights NAME")
+    args.checkpoint = args.checkpoint or args.weights
     out, model = export_checkpoint_model(args.checkpoint, args.format, args.out, args.input_size, args.opset)
     size_mb = sum(f.stat().st_size for f in (out.iterdir() if out.is_dir() else [out])) / 2**20
     print(f"exported {args.checkpoint} -> {out} ({args.format}, {size_mb:.1f} MB)")
@@ -70,8 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export a classicnets checkpoint. ONNX and TorchScript files are run on random (or "
         "given) inputs and compared with PyTorch; safetensors files are reloaded and compared bit for bit.",
     )
-    p.add_argument("checkpoint", help="a checkpoint written by classicnets train, or a shipped weight's name "
-                   "(fashion-mnist:resnet20; see classicnets weights)")
+    p.add_argument("checkpoint", nargs="?", default=None, help="a checkpoint written by classicnets train, or a "
+                   "shipped weight's name (fashion-mnist:resnet20; see classicnets weights)")
+    p.add_argument("--weights", default=None, metavar="NAME", help="a shipped weight instead of a checkpoint")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     p.add_argument("--out", default=None, metavar="PATH", help="default: next to the checkpoint, e.g. best.onnx")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")

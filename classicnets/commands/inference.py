@@ -1,14 +1,29 @@
-"""``classicnets eval`` and ``classicnets predict``: use a trained checkpoint."""
+"""``classicnets eval``, ``classicnets predict`` and ``classicnets weights``: use a trained net, from a
+checkpoint or from the weights that ship with classicnets (a positional name, or ``--weights NAME``)."""
 
 from __future__ import annotations
 
 import argparse
 
+from .errors import UserError
+
+WEIGHTS_HELP = "a shipped weight instead of a checkpoint, e.g. fashion-mnist:lenet5_modern (classicnets weights)"
+
+
+def source_and_rest(args: argparse.Namespace, rest: list[str], need: str) -> tuple[str, list[str]]:
+    """``--weights NAME`` or the first positional names the trained net; the other positionals follow."""
+    if args.weights:
+        return args.weights, rest
+    if not rest:
+        raise UserError(f"name a checkpoint (runs/NAME/best.pt) or --weights NAME, then {need}")
+    return rest[0], rest[1:]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     source = "a checkpoint (runs/NAME/best.pt) or a shipped weight's name (fashion-mnist:lenet5_modern)"
     p = sub.add_parser("eval", help="top-1/top-5/per-class accuracy and a confusion matrix for a checkpoint")
-    p.add_argument("checkpoint", help=source)
+    p.add_argument("checkpoint", nargs="?", default=None, help=source)
+    p.add_argument("--weights", default=None, metavar="NAME", help=WEIGHTS_HELP)
     p.add_argument("--data", default=None, help="dataset or folder:PATH (default: the one it was trained on)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
@@ -17,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes with probabilities for image files")
-    p.add_argument("checkpoint", help=source)
-    p.add_argument("images", nargs="+")
+    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT IMAGE", help=f"{source}, then image files "
+                   "(with --weights: image files only)")  # fmt: skip
+    p.add_argument("--weights", default=None, metavar="NAME", help=WEIGHTS_HELP)
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=cmd_predict)
@@ -31,7 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..inference import evaluate_checkpoint
 
-    m = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, data_dir=args.data_dir,
+    source, extra = source_and_rest(args, [args.checkpoint] if args.checkpoint else [], "the options")
+    if extra:
+        raise UserError(f"eval takes one trained net; got {args.checkpoint!r} and --weights {args.weights!r}")
+    m = evaluate_checkpoint(source, data=args.data, split=args.split, data_dir=args.data_dir,
                             device=args.device, out_dir=args.out)  # fmt: skip
     print(f"{args.split}: {m['n']:,} images  top-1 {m['acc']:.2%}  top-5 {m['top5']:.2%}  loss {m['loss']:.4f}")
     width = max(len(c) for c in m["classes"])
@@ -44,7 +63,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..inference import predict
 
-    for item in predict(args.checkpoint, args.images, topk=args.topk, device=args.device):
+    source, images = source_and_rest(args, args.inputs, "image files")
+    if not images:
+        raise UserError("predict needs image files after the checkpoint, e.g. classicnets predict runs/NAME/best.pt "
+                        "shirt.png")  # fmt: skip
+    for item in predict(source, images, topk=args.topk, device=args.device):
         tops = ", ".join(f"{name} {p:.1%}" for name, p in item["top"])
         print(f"{item['image']}: {tops}")
     return 0
