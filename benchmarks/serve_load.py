@@ -106,13 +106,13 @@ class Results:
 
     def table(self) -> str:
         head = ("endpoint", "model", "n", "p50 ms", "p99 ms", "max ms", "server p50")
-        lines = ["{:<10} {:<26} {:>5} {:>8} {:>8} {:>8} {:>11}".format(*head)]
+        lines = ["{:<10} {:<28} {:>5} {:>8} {:>8} {:>8} {:>11}".format(*head)]
         for (endpoint, label), values in sorted(self.latency.items()):
             values = sorted(values)
             p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
             served = self.server_ms.get((endpoint, label))
             server = f"{statistics.median(served):.1f}" if served else "-"
-            lines.append(f"{endpoint:<10} {label[:26]:<26} {len(values):>5} {statistics.median(values):>8.1f} "
+            lines.append(f"{endpoint:<10} {label[:28]:<28} {len(values):>5} {statistics.median(values):>8.1f} "
                          f"{p99:>8.1f} {values[-1]:>8.1f} {server:>11}")  # fmt: skip
         return "\n".join(lines)
 
@@ -206,8 +206,7 @@ def listed_models(url: str, wanted: list[str]) -> list[tuple[str, str]]:
         match = next((m for m in listed if want in (m["label"], m["model"])), None)
         if match is None:
             raise SystemExit(f"no listed model is called {want!r}; listed: {', '.join(m['label'] for m in listed)}")
-        picked.append((f"{match['label']} ({match['model']})" if match["label"] != match["model"] else match["label"],
-                       match["id"]))  # fmt: skip
+        picked.append((match["label"], match["id"]))
     return picked
 
 

@@ -137,6 +137,25 @@ def test_models_are_listed_under_opaque_ids_with_their_twins(server: Server, ser
     assert models["lenet5_modern"]["input_size"] == [1, 32, 32] and models["lenet5_modern"]["accuracy"] > 0.8
 
 
+def test_shipped_weights_are_offered_by_id_with_their_twins_and_test_accuracy(tmp_path: Path) -> None:
+    from classicnets.inference import predict
+    from classicnets.weights import get_weight
+
+    twins = ("fashion-mnist:resnet20", "fashion-mnist:plain20")
+    (tmp_path / "img.png").write_bytes(fashion_png(0))
+    with running(ServeConfig(runs_dir=tmp_path / "no-runs", weights=twins)) as server:
+        models = models_by_label(server)
+        assert set(models) == set(twins) and {m["kind"] for m in models.values()} == {"weight"}
+        resnet, plain = (models[name] for name in twins)
+        assert resnet["twins"] == [plain["id"]] and plain["twins"] == [resnet["id"]]
+        assert resnet["accuracy"] == get_weight(twins[0]).test_acc and resnet["accuracy_kind"] == "test"
+        status, payload, _ = post_image(server, "predict", resnet["id"], fashion_png(0))
+    expected = predict(twins[0], [tmp_path / "img.png"], topk=5, device="cpu")[0]["top"]
+    assert status == 200 and [(t["class"], t["prob"]) for t in payload["top"]] == [
+        (name, pytest.approx(p, abs=1e-5)) for name, p in expected]
+    assert payload["top"][0]["class"] == "Ankle boot"  # the first Fashion-MNIST test image
+
+
 def test_predict_by_file_and_by_data_url_matches_classicnets_predict(server: Server, serve_runs: Path,
                                                                      tmp_path: Path) -> None:  # fmt: skip
     from classicnets.inference import predict

@@ -16,7 +16,8 @@ from test_serve import ROOT, fashion_png, running, serve_runs  # noqa: F401  (se
 from classicnets.serve import ServeConfig
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-FIGURE = ROOT / "docs" / "figures" / "serve_page.png"
+FIGURES = ROOT / "docs" / "figures"
+TWINS = ("fashion-mnist:resnet20", "fashion-mnist:plain20")  # shipped weights, offered beside the runs
 WAIT_S = 20
 
 
@@ -92,7 +93,8 @@ def _select_model(driver, label: str) -> None:
     from selenium.webdriver.support.ui import Select
 
     select = Select(driver.find_element(By.ID, "model"))
-    select.select_by_visible_text(next(o.text for o in select.options if o.text.startswith(label + " \u00b7")))
+    select.select_by_visible_text(next(o.text for o in select.options if o.text == label
+                                       or o.text.startswith(label + " \u00b7")))  # fmt: skip
 
 
 def _tab(driver, name: str) -> None:
@@ -111,9 +113,9 @@ def test_the_page_draws_uploads_switches_compares_and_explains(
     driver = browser
     upload = tmp_path / "fashion_test_0.png"
     upload.write_bytes(fashion_png(0))  # an ankle boot from the Fashion-MNIST test set
-    with running(ServeConfig(runs_dir=serve_runs, weights=())) as server:
+    with running(ServeConfig(runs_dir=serve_runs, weights=TWINS)) as server:
         driver.get(server.url)
-        _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) == 3, "the model list")
+        _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) == 5, "the model list")
         _select_model(driver, "lenet5_modern")
         _wait(driver, lambda d: "lenet5_modern on mnist-5k" in _texts(d, "#model-info")[0], "LeNet")
 
@@ -144,18 +146,20 @@ def test_the_page_draws_uploads_switches_compares_and_explains(
         driver.find_element(By.ID, "upload").send_keys(str(upload))
         _wait(driver, lambda d: _top1(d) == expected, f"top-1 {expected!r} again")
 
-        # Switch models: the ResNet's stages and its prediction for the same upload
-        _select_model(driver, "twins/resnet20")
-        expected = predict(serve_runs / "twins/resnet20/best.pt", [upload], topk=1, device="cpu")[0]["top"][0][0]
+        # Switch models: the shipped ResNet-20's stages and its prediction for the same upload
+        _select_model(driver, "fashion-mnist:resnet20")
+        expected = predict("fashion-mnist:resnet20", [upload], topk=1, device="cpu")[0]["top"][0][0]
         _wait(driver, lambda d: [t.split()[0] for t in _stage_titles(d)] == ["relu", "layer1", "layer2", "layer3"],
               "the ResNet's stages")  # fmt: skip
-        _wait(driver, lambda d: _top1(d) == expected, f"ResNet-20's top-1 {expected!r}")
+        _wait(driver, lambda d: _top1(d) == expected == "Ankle boot", f"ResNet-20's top-1 {expected!r}")
 
         # The residual net beside its plain twin, same input
         _tab(driver, "compare")
-        _wait(driver, lambda d: [h.split()[0] for h in _texts(d, "#compare .side > h3")] == ["twins/resnet20",
-              "twins/plain20"], "the twins side by side")  # fmt: skip
-        assert len(_texts(driver, "#compare .side .maps img")) == 2 * 4 * 6
+        _wait(driver, lambda d: [h.split()[0] for h in _texts(d, "#compare .side > h3")] == list(TWINS),
+              "the twins side by side")  # fmt: skip
+        _wait(driver, lambda d: len(_texts(d, "#compare .side .maps img")) == 2 * 4 * 6, "both nets' maps")
+        _wait(driver, lambda d: _src(d, "cam").startswith("data:image/png"), "Grad-CAM for the upload")
+        _screenshot(driver, tmp_path / "serve_compare.png")
 
         # The layer table and the case-study tab
         _tab(driver, "layers")
@@ -174,13 +178,19 @@ def test_the_page_draws_uploads_switches_compares_and_explains(
               and _src(d, "seen").startswith("data:"), "LeNet on the new 7")  # fmt: skip
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert [m for m in errors if "status of 415" not in m] == [], errors  # 415s: the deliberate bad upload
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # a viewport as tall as the page
-                               {"width": 1400, "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
-        shot = tmp_path / "serve_page.png"
-        assert driver.save_screenshot(str(shot))
-    with Image.open(shot) as img:
-        assert img.size[0] == 1400 and img.size[1] >= 800
+        _screenshot(driver, tmp_path / "serve_page.png")
     if os.environ.get("CLASSICNETS_UPDATE_FIGURES") == "1":
-        FIGURE.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, FIGURE)
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        for name in ("serve_page.png", "serve_compare.png"):
+            shutil.copy(tmp_path / name, FIGURES / name)
+
+
+def _screenshot(driver, path: Path) -> None:
+    """The whole page, 1400 px wide, as a PNG at ``path``."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # a viewport as tall as the page
+                           {"width": 1400, "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+    assert driver.save_screenshot(str(path))
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    with Image.open(path) as img:
+        assert img.size[0] == 1400 and img.size[1] >= 800
