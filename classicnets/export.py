@@ -1,5 +1,5 @@
-"""Ship a model: ONNX, TorchScript or safetensors, each carrying the model's name, kwargs, classes and
-normalisation as metadata, and an ONNX check against PyTorch on real inputs.
+"""Ship a model: ONNX, TorchScript, safetensors or the hf folder layout, each carrying the model's name,
+kwargs, classes and preprocessing as metadata, and a check against PyTorch on real inputs.
 
 ONNX uses ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, the default since
 torch 2.9): on torch 2.14 it exports every classicnets family correctly, LeNet-5's ``index_copy`` and
@@ -144,24 +144,52 @@ def export(
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path.parent}: no such folder to write {path.name} into; create it first")
+    _check_destination(path, format)
     size = _resolve_input_size(model, input_size)
     meta = _metadata(model, size, metadata)
     was_training = model.training
     model.eval()
+    # A file format is written to a temporary file beside the target and renamed over it: a failed or
+    # interrupted export never leaves a half-written file where a good one was.
+    work = path if format == "hf" else path.with_name(f".{path.name}.tmp")
     try:
         if format == "onnx":
-            _export_onnx(model, path, example_inputs(model, size), opset, meta, dynamo)
+            _export_onnx(model, work, example_inputs(model, size), opset, meta, dynamo)
         elif format == "torchscript":
-            _export_torchscript(model, path, example_inputs(model, size), meta)
+            _export_torchscript(model, work, example_inputs(model, size), meta)
         elif format == "hf":
-            _export_hf(model, path, meta)
+            _export_hf(model, work, meta)
         else:
-            _export_safetensors(model, path, meta)
+            _export_safetensors(model, work, meta)
+        if work != path:
+            os.replace(work, path)
+    except OSError as exc:
+        raise ValueError(f"could not write {path}: {exc.strerror or exc}; check the folder's permissions and free "
+                         "space, or choose another --out") from None  # fmt: skip
     finally:
         model.train(was_training)
+        if work != path and work.exists():
+            work.unlink()
     return path
+
+
+def _check_destination(path: Path, format: str) -> None:
+    """Refuse, before any work, a destination that cannot or must not be written."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such folder to write {path.name} into; create it first")
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"{path.parent} is not writable; choose another --out")
+    if format != "hf" and path.is_dir():
+        raise ValueError(f"{path} is a folder; name a file to write, e.g. {path / ('model' + SUFFIXES[format])}")
+    if format == "hf" and path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{path} exists and is not a folder; the hf format writes a folder (config.json, "
+                             "model.safetensors, README.md): choose another --out")  # fmt: skip
+        config = path / "config.json"
+        ours = config.is_file() and '"library_name": "classicnets"' in config.read_text(errors="replace")
+        if any(path.iterdir()) and not ours:
+            raise ValueError(f"{path} is a folder with other files in it; the hf export writes config.json, "
+                             "model.safetensors and README.md there: choose a new or empty folder")  # fmt: skip
 
 
 def _export_onnx(
@@ -182,6 +210,8 @@ def _export_onnx(
                 model, (example,), str(path), dynamo=False,
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **common,
             )  # fmt: skip
+    except OSError:
+        raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         other = "dynamo=False (the legacy exporter)" if dynamo else "dynamo=True"
@@ -232,9 +262,6 @@ def _export_hf(model: ClassicNet, folder: Path, meta: dict[str, str]) -> None:
     (with the same metadata as a plain safetensors export) and a README.md model card."""
     from .models import model_card
 
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} exists and is not a folder; the hf format writes a folder (config.json, "
-                         "model.safetensors, README.md): choose another --out")  # fmt: skip
     folder.mkdir(exist_ok=True)
     values = {k: (v if k in ("format", "model_name") else json.loads(v)) for k, v in meta.items()}
     classes = values.get("classes") or [str(i) for i in range(model.num_classes)]
@@ -244,7 +271,7 @@ def _export_hf(model: ClassicNet, folder: Path, meta: dict[str, str]) -> None:
         "model_kwargs": values["model_kwargs"], "num_classes": model.num_classes, "in_chans": model.in_chans,
         "input_size": values["input_size"], "id2label": {str(i): c for i, c in enumerate(classes)},
         "label2id": {c: i for i, c in enumerate(classes)},
-        **{k: values[k] for k in ("preprocessing", "mean", "std", "weight", "test_acc") if k in values},
+        **{k: values[k] for k in ("preprocessing", "mean", "std", "tta_flip", "weight", "test_acc") if k in values},
     }  # fmt: skip
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     _export_safetensors(model, folder / "model.safetensors", meta)
@@ -264,7 +291,7 @@ def _export_hf(model: ClassicNet, folder: Path, meta: dict[str, str]) -> None:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The classicnets metadata of an exported file (any of the three formats), JSON values decoded."""
+    """The classicnets metadata of an exported file or hf folder (any format), JSON values decoded."""
     path = Path(path)
     if path.is_dir() and (path / "model.safetensors").is_file():  # an hf folder
         path = path / "model.safetensors"
@@ -450,6 +477,8 @@ def export_checkpoint_model(
         "mean": list(prep.mean),
         "std": list(prep.std),
         "preprocessing": prep.to_dict(),
+        "amp": record.amp,  # how the accuracy was measured: autocast and test-time flip
+        "tta_flip": record.tta_flip,
     }
     if shipped:
         shipped_record = weights.get_weight(str(checkpoint_path))

@@ -42,7 +42,8 @@ def evaluate_checkpoint(
 
     The images are prepared exactly as in training (the record's preprocessing) and evaluated with the run's
     autocast and test-time flip (``amp="off"`` forces fp32); ``split="val"`` re-creates the run's validation
-    split from its seed. Image folders (``folder:PATH``) work too. ``plot=False`` skips the PNG.
+    split from its seed. Image folders (``folder:PATH``) work too. The PNG goes beside the checkpoint
+    (``runs/eval/<weight>/`` for a shipped weight) or to ``out_dir``; ``plot=False`` skips it.
     """
     if split not in ("test", "val", "train"):
         raise ValueError(f"split must be test, val or train; got {split!r}")
@@ -54,7 +55,11 @@ def evaluate_checkpoint(
                        tta_flip=record.tta_flip, predictions=True)  # fmt: skip
     metrics["classes"] = list(record.classes)
     if plot:
-        out = Path(out_dir) if out_dir else (Path(checkpoint).parent if Path(checkpoint).is_file() else Path("."))
+        from . import weights
+
+        default = Path("runs") / "eval" / str(checkpoint).replace(":", "-") if weights.is_weight_name(checkpoint) \
+            else Path(checkpoint).parent  # fmt: skip
+        out = Path(out_dir) if out_dir else default
         metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], list(record.classes),
                                                       out / f"confusion_{split}.png",
                                                       title=f"{record.model} on {name} ({split})"))  # fmt: skip

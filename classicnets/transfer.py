@@ -96,8 +96,21 @@ class AdaptReport:
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     """The convolution that takes the input channels, as the model card names it: ``(name, module)``."""
     model = _check_model(model)
-    name = model_card(model.model_name).first_conv
+    name = _card(model).first_conv
     return name, model.get_submodule(name)
+
+
+def _card(model: ClassicNet):
+    """The model card of ``model``; a CIFAR ResNet of a depth without a card of its own (``resnet8``, as the
+    studies build) has resnet20's module names, which are the same at every depth."""
+    from .models.cifar_resnet import CifarResNet
+
+    try:
+        return model_card(model.model_name)
+    except ValueError:
+        if isinstance(model, CifarResNet):
+            return model_card("plain20" if model.shortcut == "none" else "resnet20")
+        raise
 
 
 def adapt_conv_weight(weight: torch.Tensor, in_chans: int) -> tuple[torch.Tensor, str]:
@@ -154,7 +167,7 @@ def adapt(model: nn.Module, num_classes: int | None = None, in_chans: int | None
         head = model.get_classifier()
         if ref is not None:
             head.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
-        prefix = model_card(model.model_name).classifier
+        prefix = _card(model).classifier
         reinit = [k for k in model.state_dict() if k.startswith(prefix + ".")]
     kept = [k for k in model.state_dict() if k not in adapted and k not in reinit]
     return AdaptReport(
@@ -472,7 +485,7 @@ class _StopForward(Exception):
 def stage_names(model: nn.Module) -> list[str]:
     """The modules whose outputs are the model's stages, in forward order, as its model card declares them
     (timm's ``feature_info``): e.g. ``relu`` (the stem), ``layer1``..``layer4`` for a ResNet."""
-    return [stage.name for stage in model_card(_check_model(model).model_name).stages]
+    return [stage.name for stage in _card(_check_model(model)).stages]
 
 
 def stage_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -58,6 +58,11 @@ def train(runs: Path, only: list[str]) -> None:
             print(f"{run_name(name, seed)}: test {result.test_acc:.4f} in {result.wall_time_s:.0f} s", flush=True)
 
 
+def portable(config: dict) -> dict:
+    """The resolved config without what names this machine's folders (out_dir, the run name)."""
+    return {k: v for k, v in config.items() if k not in ("out_dir", "name")}
+
+
 def package(runs: Path) -> None:
     """Evaluate every seed in fp32, ship the median seed of each weight, write files/ and weights.json."""
     import dataclasses
@@ -91,7 +96,7 @@ def package(runs: Path) -> None:
         recipe, _ = SPECS[name]
         records.append(WeightRecord(
             name=name, file=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-            run=dataclasses.replace(run, amp="off"), recipe=recipe, config=state["config"], seed=seed,
+            run=dataclasses.replace(run, amp="off"), recipe=recipe, config=portable(state["config"]), seed=seed,
             test_acc=accs[seed], test_acc_mean=statistics.mean(accs.values()), test_acc_std=statistics.stdev(accs.values()),
             seed_accs=accs, command=command_line(name, seed),
             test_predictions="".join(chr(48 + int(p)) for p in preds[seed]),

@@ -354,3 +354,14 @@ def test_stage_outputs_keeps_gradients() -> None:
     x = torch.randn(2, 3, 32, 32, requires_grad=True)
     stage_outputs(model, x)["layer2"].sum().backward()
     assert x.grad is not None and model.layer2[0].conv1.weight.grad is not None
+
+
+def test_cifar_nets_of_any_depth_adapt_and_give_stage_outputs() -> None:
+    """resnet8 (a depth the studies build, without a model card of its own) has resnet20's module names."""
+    from classicnets.studies.setup import build_net
+
+    model = build_net("resnet8", num_classes=10, in_chans=1)
+    adapt(model, in_chans=3)
+    assert model.conv1.in_channels == 3
+    out = stage_outputs(model.eval(), torch.randn(2, 3, 16, 16))
+    assert list(out) == ["relu", "layer1", "layer2", "layer3"] and out["layer3"].shape == (2, 64, 4, 4)

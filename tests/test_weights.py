@@ -205,3 +205,35 @@ def test_show_views_work_on_shipped_weights(tmp_path: Path, capsys) -> None:
         code, stdout, err = run(capsys, "show", *args, "--out", str(out))
         assert code == 0 and f"wrote {out}" in stdout, (args, err)
         assert Image.open(out).size[0] > 200
+
+
+def test_weight_names_and_paths_are_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("fashion-mnist:resnet20", "mnist-5k:lenet5", "cifar10:vgg16"):
+        assert weights.is_weight_name(name), name
+    for path in ("C:/runs/best.pt", "C:\\runs\\best.pt", "runs:v2/best.pt", "http://x/y.pt", ":x", "best.pt"):
+        assert not weights.is_weight_name(path), path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "odd:name").write_bytes(b"")  # an existing file is a file, whatever its name
+    assert not weights.is_weight_name("odd:name")
+
+
+def test_pretrained_options_are_compared_with_what_the_weights_were_built_with() -> None:
+    assert create_model("resnet20", pretrained="fashion-mnist", shortcut="A").shortcut == "A"  # the default: fine
+    with pytest.raises(ValueError, match=r"trained with \{'shortcut': 'A'\}, not \{'shortcut': 'B'\}.*drop those"):
+        create_model("resnet20", pretrained="fashion-mnist", shortcut="B")
+    with pytest.raises(TypeError, match="pretrained must be True or a dataset name"):
+        create_model("resnet20", pretrained=1)
+
+
+def test_export_refuses_a_folder_or_a_foreign_hf_folder(tmp_path: Path, capsys) -> None:
+    (tmp_path / "sub").mkdir()
+    code, _, err = run(capsys, "export", "fashion-mnist:lenet5", "--format", "onnx", "--out", str(tmp_path / "sub"))
+    assert code == 2 and "is a folder; name a file to write" in err and "Traceback" not in err
+    notes = tmp_path / "proj" / "README.md"
+    notes.parent.mkdir()
+    notes.write_text("my notes")
+    code, _, err = run(capsys, "export", "fashion-mnist:lenet5", "--format", "hf", "--out", str(notes.parent))
+    assert code == 2 and "other files in it" in err and notes.read_text() == "my notes"
+    good = tmp_path / "w.safetensors"
+    assert run(capsys, "export", "fashion-mnist:lenet5", "--format", "safetensors", "--out", str(good))[0] == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left behind

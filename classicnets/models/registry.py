@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -148,11 +149,19 @@ def _pretrained(name: str, num_classes: int | None, in_chans: int | None, pretra
                 kwargs: dict) -> nn.Module:  # fmt: skip
     from ..weights import default_weight, load
 
+    if not isinstance(pretrained, (bool, str)):
+        raise TypeError(f"pretrained must be True or a dataset name such as 'fashion-mnist', got {pretrained!r}")
     weight = default_weight(name) if pretrained is True else f"{pretrained}:{name}"
     model, record = load(weight)
+    defaults = {k: p.default for k, p in inspect.signature(model_card(name).builder).parameters.items()
+                if p.default is not inspect.Parameter.empty}  # fmt: skip
+    trained = {**defaults, **record.model_kwargs}  # what the weights were built with, options left at default
     asked = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
-    clashes = {k: v for k, v in asked.items() if v is not None and record.model_kwargs.get(k) != v}
+    clashes = {k: v for k, v in asked.items() if v is not None and trained.get(k, v) != v}
     if clashes:
-        raise ValueError(f"the {weight} weights were trained with {record.model_kwargs}, not {clashes}; load them as "
-                         "they are, then adapt: classicnets.transfer.adapt(model, num_classes=..., in_chans=...)")
+        adaptable = set(clashes) <= {"num_classes", "in_chans"}
+        fix = ("load them as they are, then classicnets.transfer.adapt(model, num_classes=..., in_chans=...)"
+               if adaptable else "drop those options, or train your own net with them")  # fmt: skip
+        raise ValueError(f"the {weight} weights were trained with "
+                         f"{ {k: trained.get(k) for k in clashes} }, not {clashes}; {fix}")  # fmt: skip
     return model.train()

@@ -96,7 +96,8 @@ class Run:
 
 @dataclass
 class TrainState:
-    """What changes as training goes; everything in it but ``forward`` is saved in ``last.pt``."""
+    """What changes as training goes. ``last.pt`` saves the model, optimizer, EMA, position and best so far;
+    ``lr`` is recomputed from the step, ``history`` is metrics.csv, and an fp16 GradScaler restarts."""
 
     model: nn.Module  # the bare model: what is saved, clipped and averaged
     optimizer: torch.optim.Optimizer
@@ -108,6 +109,7 @@ class TrainState:
     lr: float = 0.0
     best_val_acc: float | None = None
     best_epoch: int | None = None
+    images_per_s: float = 0.0  # the last epoch's training throughput, over all ranks
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -355,9 +357,10 @@ def _train_epoch(run: Run, state: TrainState, epoch: int) -> dict[str, Any]:
     train_time = time.perf_counter() - t0
     counts = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
     loss_total, correct_total, seen_total = all_reduce_sum(counts, run.info).tolist()
+    state.images_per_s = seen_total / train_time
     return {
         "epoch": epoch + 1, "train_loss": loss_total / seen_total, "train_acc": correct_total / seen_total,
-        "val_loss": None, "val_acc": None, "lr": state.lr, "images_per_s": seen_total / train_time,
+        "val_loss": None, "val_acc": None, "lr": state.lr, "images_per_s": state.images_per_s,
     }  # fmt: skip
 
 
@@ -419,7 +422,7 @@ def _finish(run: Run, state: TrainState, started: float, stopped_early: bool) ->
         run_dir=run.run_dir, model=run.config.model, data=run.config.data, epochs=len(state.history), steps=state.step,
         best_val_acc=state.best_val_acc, best_epoch=state.best_epoch, test_acc=test and test["acc"],
         test_top5=test and test["top5"], test_loss=test and test["loss"], wall_time_s=time.time() - started,
-        train_images_per_s=state.history[-1]["images_per_s"] if state.history else 0.0,
+        train_images_per_s=state.images_per_s,
         input_note=data.preprocessing.note(), input_size=run.record.input_size, classes=list(data.classes),
         history=state.history,
     )  # fmt: skip

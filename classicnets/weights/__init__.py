@@ -21,6 +21,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,9 @@ __all__ = ["WeightRecord", "WeightsError", "list_weights", "get_weight", "defaul
 WEIGHTS_DIR = Path(__file__).parent
 MANIFEST = WEIGHTS_DIR / "weights.json"
 DEFAULT_DATASETS = ("fashion-mnist", "mnist-5k")  # pretrained=True takes the first that has the model
+
+
+_WEIGHT_NAME = re.compile(r"[a-z0-9][a-z0-9-]*:[a-z][a-z0-9_]*")  # dataset:model, e.g. fashion-mnist:lenet5_modern
 
 
 class WeightsError(ValueError):
@@ -129,12 +133,11 @@ def default_weight(model: str) -> str:
 
 
 def is_weight_name(source: str | os.PathLike) -> bool:
-    """True if ``source`` names a shipped weight (``dataset:model``) rather than a file: it has a colon, no
-    path separator before it, and is not an existing path. An unknown name is still a weight name (so that
-    the error says "unknown weight", not "no such file")."""
+    """True if ``source`` names a shipped weight rather than a file: it reads ``dataset:model`` in lower case
+    (no path separator, no drive letter's capital) and is not an existing path. An unknown name of that form
+    is still a weight name, so that the error says "unknown weight", not "no such file"."""
     text = str(source)
-    head = text.split(":", 1)[0]
-    return ":" in text and head and "/" not in head and "\\" not in head and not os.path.exists(text)
+    return _WEIGHT_NAME.fullmatch(text) is not None and not os.path.exists(text)
 
 
 def _verified_bytes(record: WeightRecord) -> bytes:
