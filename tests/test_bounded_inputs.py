@@ -7,6 +7,7 @@ Each case is provoked for real: real IDX/CIFAR files in their real formats, a re
 from __future__ import annotations
 
 import gzip
+import http.server
 import io
 import json
 import struct
@@ -14,13 +15,14 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from classicnets.data import DataFormatError
+from classicnets.data import DATASETS, DataFormatError, DatasetNotFoundError, DownloadError, download, load_dataset
 from classicnets.data.formats import MAX_IDX_BYTES, read_cifar_archive, read_idx
 from data_files import _py2_pickle, write_cifar_archive
 
@@ -52,7 +54,7 @@ def test_idx_gzip_bomb_at_the_limit_stays_under_2_gb(tmp_path):
         import json, time, zlib
         from pathlib import Path
         from classicnets.data.formats import MAX_IDX_BYTES, read_idx
-        from classicnets.data import DataFormatError
+        from classicnets.data import DATASETS, DataFormatError, DatasetNotFoundError, DownloadError, download, load_dataset
         path = Path({str(tmp_path / 'bomb.gz')!r})
         z = zlib.compressobj(9, zlib.DEFLATED, 31)
         with open(path, "wb") as f:
@@ -130,3 +132,75 @@ def test_cifar_member_announcing_too_many_bytes_is_refused_before_reading(tmp_pa
     path.write_bytes(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
     with pytest.raises(DataFormatError, match=r"data_batch_1 claims 314572800 bytes .* more than any CIFAR"):
         read_cifar_archive(path, "cifar10")
+
+
+# ------------------------------------------------------------------------------------------ downloads
+
+class _BadServer(http.server.BaseHTTPRequestHandler):
+    """/drip: one byte every 0.1 s, no length; /endless: zeros without end; /liar: announces 10 GB.
+    Each stops by itself after 20 s, so a test that fails cannot leave a thread running for ever."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        if self.path.endswith("/liar"):
+            self.send_header("Content-Length", str(10 << 30))
+        self.end_headers()
+        stop = time.monotonic() + 20
+        piece, pause = (b"x", 0.1) if self.path.endswith("/drip") else (bytes(1 << 16), 0)
+        try:
+            while time.monotonic() < stop:
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(pause)
+        except OSError:  # the client hung up: what a bounded download does
+            pass
+
+
+@pytest.fixture
+def bad_server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BadServer)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_dripping_server_is_stopped_by_the_deadline(bad_server, tmp_path):
+    # each read gets a byte well within the 1 s read timeout: only the overall deadline can stop it
+    start = time.perf_counter()
+    with pytest.raises(DownloadError, match=r"/drip: not finished after 1\.5 s \(\d+ bytes received\)"):
+        download(f"{bad_server}/drip", tmp_path / "f.gz", sha256="0" * 64, timeout=1, deadline=1.5,
+                 quiet=True)
+    assert time.perf_counter() - start < 1.5 + 1 + 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_endless_response_is_cut_at_the_size_cap(bad_server, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(DownloadError, match=r"/endless: the server sent more than the 1048576 bytes"):
+        download(f"{bad_server}/endless", tmp_path / "f.gz", sha256="0" * 64, max_bytes=1 << 20, quiet=True)
+    assert time.perf_counter() - start < 5
+    assert list(tmp_path.iterdir()) == []  # and at most 1 MiB was ever on disk
+
+
+def test_an_announced_length_over_the_cap_is_refused_before_the_body(bad_server, tmp_path):
+    with pytest.raises(DownloadError, match=r"/liar: the server announces 10737418240 bytes, more than "
+                                            r"the 1073741824"):
+        download(f"{bad_server}/liar", tmp_path / "f.gz", sha256="0" * 64, quiet=True)  # default cap
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_dataset_caps_each_file_at_its_published_size(bad_server, tmp_path, monkeypatch):
+    """The registry knows each file's size (MNIST's labels: 28881 bytes): a mirror that streams without
+    end fills no disk; the error says where it looked and how to get the files."""
+    monkeypatch.delenv("CLASSICNETS_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert DATASETS["mnist"].files[0].size == 9912422
+    with pytest.raises(DatasetNotFoundError, match=r"more than the 9912422 bytes"):
+        load_dataset("mnist", data_dir=tmp_path / "none", mirror=f"{bad_server}/endless/", quiet=True)
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
