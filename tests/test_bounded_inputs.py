@@ -204,3 +204,54 @@ def test_load_dataset_caps_each_file_at_its_published_size(bad_server, tmp_path,
     with pytest.raises(DatasetNotFoundError, match=r"more than the 9912422 bytes"):
         load_dataset("mnist", data_dir=tmp_path / "none", mirror=f"{bad_server}/endless/", quiet=True)
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+# ------------------------------------------------------------------------------------------- configs
+
+@pytest.mark.parametrize("values,message", [
+    ({"crop_padding": 1_000_000}, r"'crop_padding' must be in \[0, 64\], got 1000000 \(pixels"),
+    ({"crop_padding": -1}, r"'crop_padding' must be in \[0, 64\], got -1"),
+    ({"image_size": 100_000}, r"'image_size' must be in \[1, 1024\], got 100000"),
+    ({"warmup_epochs": 1e308}, r"'warmup_epochs' must be in \[0, 10000\], got 1e\+308"),
+    ({"warmup_factor": -2.0}, r"'warmup_factor' must be in \[0, 1\], got -2\.0"),
+    ({"step_size": 0}, r"'step_size' must be in \(0, 1e\+06\], got 0\.0 .*divides by zero"),
+    ({"gamma": 1e300}, r"'gamma' must be in \(0, 1\]"),
+    ({"momentum": -0.5}, r"'momentum' must be in \[0, 1\]"),
+    ({"weight_decay": -1.0}, r"'weight_decay' must be in \[0, 1\]"),
+    ({"grad_clip": 0}, r"'grad_clip' must be in \(0, 1e\+06\]"),
+    ({"batch_size": 10**12}, r"'batch_size' must be in \[1, 65536\]"),
+    ({"threads": 10**9}, r"'threads' must be in \[1, 1024\]"),
+    ({"num_workers": -3}, r"'num_workers' must be in \[0, 64\]"),
+    ({"milestones": [30, float("nan")]}, r"milestones must be finite numbers >= 0"),
+    ({"milestones": list(range(20_000))}, r"'milestones' holds more than 10000 values"),
+    ({"model_kwargs": {"num_classes": 5}}, r"model_kwargs may not set num_classes=5: .* come from the data "
+                                           r"\(fashion-mnist\); remove num_classes"),
+    ({"model_kwargs": {"in_chans": 3, "num_classes": 7}}, r"may not set in_chans=3, num_classes=7"),
+    ({"model_kwargs": {1: "x"}}, r"model_kwargs keys must be option names"),
+])
+def test_config_values_that_would_crash_later_are_refused(values, message):
+    from classicnets.train.config import ConfigError, config_from_dict
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
+
+
+def test_an_alias_bomb_in_a_recipe_value_is_refused_before_it_is_copied(tmp_path):
+    """Nine levels of nine aliases: 400 bytes of YAML, 387 million values once copied (``to_dict``, saving
+    config.yaml). The count stops at 10,000 references, at once."""
+    from classicnets.train.config import ConfigError, load_recipe
+    lines = ["  a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text("model_kwargs:\n" + "\n".join(lines) + "\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"'model_kwargs' holds more than 10000 values .*alias bomb"):
+        load_recipe(str(recipe))
+    assert time.perf_counter() - start < 1
+
+
+def test_the_cli_answers_a_huge_padding_in_one_line(capsys):
+    from classicnets.commands import main
+    code = main(["train", "--set", "crop_padding=1000000", "--set", "epochs=1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "'crop_padding' must be in [0, 64], got 1000000" in err
