@@ -255,3 +255,56 @@ def test_the_cli_answers_a_huge_padding_in_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "'crop_padding' must be in [0, 64], got 1000000" in err
+
+
+# --------------------------------------------------------------------------------- images as they are
+
+def _grey16(path: Path, mode_hint: str = "png") -> tuple[Path, np.ndarray]:
+    """A real 16-bit greyscale file written by PIL from a uint16 array, and its correct 8-bit reading."""
+    from PIL import Image
+    values = np.linspace(0, 65535, 32 * 32).round().astype(np.uint16).reshape(32, 32)
+    img = Image.fromarray(values) if mode_hint == "png" else Image.fromarray(values.astype(np.int32))
+    img.save(path)
+    return path, ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt,opened_as", [("png", "I;16"), ("tiff", "I")])
+def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path, fmt, opened_as):
+    from PIL import Image
+    from classicnets.data.inputs import read_image
+    path, expected = _grey16(tmp_path / f"grey16.{fmt}", fmt)
+    with Image.open(path) as img:
+        assert img.mode == opened_as
+        clipped = np.asarray(img.convert("L"))
+    assert (clipped == 255).mean() > 0.95            # what PIL alone makes of it: almost all white
+    got = np.asarray(read_image(path, 1))
+    np.testing.assert_array_equal(got, expected)      # v * 255 / 65535, rounded
+    assert got.min() == 0 and got.max() == 255 and abs(got.mean() - 127.5) < 1
+    rgb = np.asarray(read_image(path, 3))
+    assert rgb.shape == (32, 32, 3) and (rgb == expected[..., None]).all()
+
+
+def test_a_16_bit_png_reaches_the_model_as_its_8_bit_twin(tmp_path):
+    """predict's path (Preprocessing.image) and the folder datasets' decode give a 16-bit PNG exactly the
+    input of the 8-bit PNG holding its correctly scaled values."""
+    from PIL import Image
+    from classicnets.data import FolderDataset, ImageFolderData
+    from classicnets.data.inputs import InputPlan, Preprocessing
+    path16, expected = _grey16(tmp_path / "grey16.png")
+    path8 = tmp_path / "grey8.png"
+    Image.fromarray(expected).save(path8)
+    prep = Preprocessing("array", 1, (0.5,), (0.5,), InputPlan(32, 32))
+    assert torch_equal(prep.image(path16), prep.image(path8))
+    for name in ("a", "b"):
+        (tmp_path / "tree" / name).mkdir(parents=True)
+    _grey16(tmp_path / "tree" / "a" / "x.png")
+    Image.fromarray(expected).save(tmp_path / "tree" / "b" / "x.png")
+    data = ImageFolderData(tmp_path / "tree", image_size=32, val_fraction=0)
+    dataset = FolderDataset(data.train_samples, data.eval_transform, data.mode)
+    (x16, label16), (x8, label8) = dataset[0], dataset[1]
+    assert data.mode == "L" and (label16, label8) == (0, 1) and torch_equal(x16, x8)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+    return bool(torch.equal(a, b))

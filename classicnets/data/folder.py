@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .arrays import seeded_generator
 from .errors import DataFormatError
-from .inputs import folder_eval_transform, folder_train_transform
+from .inputs import convert_image, folder_eval_transform, folder_train_transform
 
 __all__ = ["ImageFolderData", "FolderDataset", "FolderLoader", "IMG_EXTENSIONS", "IMAGENET_MEAN",
            "IMAGENET_STD"]
@@ -47,7 +47,7 @@ class FolderDataset(Dataset):
         path, label = self.samples[i]
         try:
             with Image.open(path) as img:
-                img = img.convert(self.mode)
+                img = convert_image(img, self.mode)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise DataFormatError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
         return self.transform(img), label
