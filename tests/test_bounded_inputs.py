@@ -288,7 +288,8 @@ def test_a_16_bit_png_reaches_the_model_as_its_8_bit_twin(tmp_path):
     """predict's path (Preprocessing.image) and the folder datasets' decode give a 16-bit PNG exactly the
     input of the 8-bit PNG holding its correctly scaled values."""
     from PIL import Image
-    from classicnets.data import FolderDataset, ImageFolderData
+    from classicnets.data import ImageFolderData
+    from classicnets.data.folder import FolderDataset
     from classicnets.data.inputs import InputPlan, Preprocessing
     path16, expected = _grey16(tmp_path / "grey16.png")
     path8 = tmp_path / "grey8.png"
