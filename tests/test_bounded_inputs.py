@@ -309,3 +309,80 @@ def test_a_16_bit_png_reaches_the_model_as_its_8_bit_twin(tmp_path):
 def torch_equal(a, b) -> bool:
     import torch
     return bool(torch.equal(a, b))
+
+
+# ------------------------------------------------------------------------- empty splits, odd folders
+
+def _tree(root: Path, counts: dict[str, int]) -> Path:
+    from PIL import Image
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _train(*sets: str) -> tuple[int, str]:
+    from classicnets.commands import main
+    base = ["epochs=1", "num_workers=0", "tensorboard=false", "image_size=32", "batch_size=2", "model=lenet5"]
+    args = ["train"] + [a for s in (*base, *sets) for a in ("--set", s)]
+    return main(args), ""
+
+
+@pytest.mark.parametrize("case", ["val_fraction", "one_image_per_class"])
+def test_an_empty_training_split_is_one_line_before_training(tmp_path, capsys, case):
+    """val_fraction close to 1 (or one image per class and a large one) left no training image: it was a
+    ZeroDivisionError inside the loop."""
+    root = _tree(tmp_path / "imgs", {"a": 1, "b": 1} if case == "one_image_per_class" else {"a": 3, "b": 3})
+    code, _ = _train(f"data=folder:{root}", "val_fraction=0.95", f"out_dir={tmp_path / 'runs'}")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "val_fraction=0.95 holds out all" in err and "lower val_fraction" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("last.pt"))
+
+
+def test_a_valid_empty_idx_training_file_is_one_line_before_training(tmp_path, capsys):
+    from data_files import write_idx
+    data = tmp_path / "data"
+    data.mkdir()
+    write_idx(data / "train-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))
+    write_idx(data / "train-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))
+    write_idx(data / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28), np.uint8))
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", np.arange(4, dtype=np.uint8))
+    code, _ = _train("data=mnist", f"data_dir={data}", "download=false", f"out_dir={tmp_path / 'runs'}")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "mnist: the training set is empty (0 images in" in err
+
+
+@pytest.mark.parametrize("counts,message", [
+    ({"only": 3}, r"imgs: only one class folder \(only\); a classifier needs two or more"),
+    ({"a": 3, "b": 3, "empty": 0}, r"imgs: 1 class folder\(s\) without a readable image: .*imgs/empty; these "
+                                   r"classes cannot be learned"),
+])
+def test_one_class_or_an_empty_class_folder_is_warned_about(tmp_path, counts, message):
+    from classicnets.data import ImageFolderData
+    root = _tree(tmp_path / "imgs", counts)
+    with pytest.warns(UserWarning, match=message) as caught:
+        ImageFolderData(root, image_size=32)
+    assert all(len(str(w.message).splitlines()) == 1 for w in caught)
+
+
+def test_class_names_with_terminal_escapes_are_printed_escaped(tmp_path, capsys):
+    """A folder named "\\x1b[31mred" turned the terminal red in the warning and in predict's answer; it is
+    printed as the escape, and the data keeps the real name."""
+    from classicnets.commands import main
+    from classicnets.data import ImageFolderData
+    evil = "\x1b[31mred\x07"
+    root = _tree(tmp_path / "imgs", {"blue": 3, evil: 0})
+    with pytest.warns(UserWarning) as caught:
+        data = ImageFolderData(root, image_size=32)
+    assert evil in data.classes                                   # the real name, in the data
+    assert "\\x1b[31mred\\x07" in str(caught[0].message) and "\x1b" not in str(caught[0].message)
+    (root / evil / "0.png").write_bytes((root / "blue" / "2.png").read_bytes())
+    assert _train(f"data=folder:{root}", "val_fraction=0", f"out_dir={tmp_path / 'runs'}", "name=r")[0] == 0
+    capsys.readouterr()
+    image = root / evil / "0.png"
+    assert main(["predict", str(tmp_path / "runs" / "r" / "best.pt"), str(image), "--topk", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b[31mred\\x07" in out, out
