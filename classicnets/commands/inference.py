@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..data.errors import printable
     from ..inference import evaluate_checkpoint
 
     source, extra = source_and_rest(args, [args.checkpoint] if args.checkpoint else [], "the options")
@@ -53,14 +54,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     m = evaluate_checkpoint(source, data=args.data, split=args.split, data_dir=args.data_dir,
                             device=args.device, out_dir=args.out)  # fmt: skip
     print(f"{args.split}: {m['n']:,} images  top-1 {m['acc']:.2%}  top-5 {m['top5']:.2%}  loss {m['loss']:.4f}")
-    width = max(len(c) for c in m["classes"])
-    for name, acc in zip(m["classes"], m["per_class_acc"]):
+    names = [printable(c) for c in m["classes"]]  # class names are folder names: anything but safe
+    width = max(len(c) for c in names)
+    for name, acc in zip(names, m["per_class_acc"]):
         print(f"  {name:<{width}}  {acc:.2%}")
     print(f"confusion matrix: {m['confusion_png']}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..data.errors import printable
     from ..inference import predict
 
     source, images = source_and_rest(args, args.inputs, "image files")
@@ -68,8 +71,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError("predict needs image files after the checkpoint, e.g. classicnets predict runs/NAME/best.pt "
                         "shirt.png")  # fmt: skip
     for item in predict(source, images, topk=args.topk, device=args.device):
-        tops = ", ".join(f"{name} {p:.1%}" for name, p in item["top"])
-        print(f"{item['image']}: {tops}")
+        tops = ", ".join(f"{printable(name)} {p:.1%}" for name, p in item["top"])
+        print(f"{printable(item['image'])}: {tops}")
     return 0
 
 

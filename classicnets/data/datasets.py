@@ -35,6 +35,7 @@ class RemoteFile:
     sha256: str | None = None
     md5: str | None = None
     local_names: tuple[str, ...] = ()   # e.g. the uncompressed copy, or the folder an archive extracts to
+    size: int | None = None             # bytes, as published: a download is cut off beyond it
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,13 @@ class DatasetSpec:
         return base.rstrip("/") + "/" + file.name
 
 
-def _idx_files(prefix: str = "", digests: dict[str, tuple[str | None, str | None]] | None = None):
+def _idx_files(prefix: str = "", digests: dict[str, tuple[str | None, str | None]] | None = None,
+               sizes: tuple[int, ...] = (None,) * 4):
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte"]
     digests = digests or {}
-    return tuple(RemoteFile(f"{prefix}{n}.gz", *digests.get(n, (None, None)), local_names=(f"{prefix}{n}",))
-                 for n in names)
+    return tuple(RemoteFile(f"{prefix}{n}.gz", *digests.get(n, (None, None)), local_names=(f"{prefix}{n}",),
+                            size=size) for n, size in zip(names, sizes))
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -98,7 +100,8 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
             "train-images-idx3-ubyte": (None, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
             "train-labels-idx1-ubyte": (None, "25c81989df183df01b3e8a0aad5dffbe"),
             "t10k-images-idx3-ubyte": (None, "bef4ecab320f06d8554ea6380940ec79"),
-            "t10k-labels-idx1-ubyte": (None, "bb300cfdad3c16e7a12a480ee83cd310")}),
+            "t10k-labels-idx1-ubyte": (None, "bb300cfdad3c16e7a12a480ee83cd310")},
+            sizes=(26421880, 29515, 4422102, 5148)),
         base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         system_dirs=("/usr/share/datasets/fashion-mnist",), alt_subdirs=("FashionMNIST/raw",),
         install_hint="apt-get install dataset-fashion-mnist (Debian/Ubuntu)",
@@ -113,7 +116,8 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
             "t10k-images-idx3-ubyte": ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
                                        "9fb629c4189551a2d022fa330f9573f3"),
             "t10k-labels-idx1-ubyte": ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-                                       "ec29112dd5afa0611ce80d1b7f02629c")}),
+                                       "ec29112dd5afa0611ce80d1b7f02629c")},
+            sizes=(9912422, 28881, 1648877, 4542)),
         base_url="https://ossci-datasets.s3.amazonaws.com/mnist/", alt_subdirs=("MNIST/raw",),
         stats_source="the standard published values (training set)"),
     DatasetSpec(
@@ -124,14 +128,16 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
         "cifar10", CIFAR10_CLASSES, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar10",
         files=(RemoteFile("cifar-10-python.tar.gz",
                           "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-                          "c58f30108f718f92721af3b95e74349a", local_names=("cifar-10-batches-py",)),),
+                          "c58f30108f718f92721af3b95e74349a", local_names=("cifar-10-batches-py",),
+                          size=170498071),),
         base_url="https://www.cs.toronto.edu/~kriz/",
         stats_source="the standard published values (training set, per-pixel std)"),
     DatasetSpec(
         "cifar100", CIFAR100_CLASSES, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar100",
         files=(RemoteFile("cifar-100-python.tar.gz",
                           "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
-                          "eb9058c3a382ffc7106e4002c42a8d85", local_names=("cifar-100-python",)),),
+                          "eb9058c3a382ffc7106e4002c42a8d85", local_names=("cifar-100-python",),
+                          size=169001437),),
         base_url="https://www.cs.toronto.edu/~kriz/",
         stats_source="the standard published values (training set, per-pixel std)"),
 ]}
@@ -218,7 +224,8 @@ def _download_all(spec: DatasetSpec, dest: Path, mirror: str | None, searched: l
         target = dest / f.name
         if not target.exists():  # a file at its final name was verified when it was downloaded
             try:
-                _download(spec.url(f, mirror), target, sha256=f.sha256, md5=f.md5, quiet=quiet)
+                _download(spec.url(f, mirror), target, sha256=f.sha256, md5=f.md5, quiet=quiet,
+                          max_bytes=f.size)
             except DownloadError as e:
                 raise DatasetNotFoundError(_not_found_message(spec, searched, f"download failed: {e}")) \
                     from e

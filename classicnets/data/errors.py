@@ -1,6 +1,14 @@
-"""The data layer's exceptions: each names the file, what is wrong with it, and the fix."""
+"""The data layer's exceptions: each names the file, what is wrong with it, and the fix; and ``printable``
+for the untrusted names (class folders, file names) that messages and the CLI print."""
 
 from __future__ import annotations
+
+
+def printable(text: object) -> str:
+    """``text`` safe for a terminal or a one-line message: control and other non-printable characters
+    written as escapes (a folder named "\\x1b[31mred" prints as that, not in red). For printing only: the
+    data keeps the real name."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 class DataFormatError(ValueError):

@@ -22,8 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .arrays import seeded_generator
-from .errors import DataFormatError
-from .inputs import folder_eval_transform, folder_train_transform
+from .errors import DataFormatError, printable
+from .inputs import convert_image, folder_eval_transform, folder_train_transform
 
 __all__ = ["ImageFolderData", "FolderDataset", "FolderLoader", "IMG_EXTENSIONS", "IMAGENET_MEAN",
            "IMAGENET_STD"]
@@ -47,9 +47,10 @@ class FolderDataset(Dataset):
         path, label = self.samples[i]
         try:
             with Image.open(path) as img:
-                img = img.convert(self.mode)
+                img = convert_image(img, self.mode)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise DataFormatError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
+            raise DataFormatError(f"{printable(path)}: cannot decode image ({e}); remove or replace the "
+                                  f"file") from None
         return self.transform(img), label
 
 
@@ -110,9 +111,10 @@ class ImageFolderData:
                                           else ([], set(), []))
         self.skipped = skipped + test_skipped
         if self.skipped:
-            warnings.warn(f"{self.root}: skipped {len(self.skipped)} unreadable image(s): "
-                          f"{', '.join(str(p) for p in self.skipped[:5])}"
+            warnings.warn(f"{printable(self.root)}: skipped {len(self.skipped)} unreadable image(s): "
+                          f"{', '.join(printable(p) for p in self.skipped[:5])}"
                           f"{' ...' if len(self.skipped) > 5 else ''}", stacklevel=2)
+        _warn_about_classes(train_root, self.classes, train)
         self.mode = mode or ("L" if modes | test_modes <= _GREY_MODES else "RGB")
         self.mean, self.std = (GREY_MEAN, GREY_STD) if self.mode == "L" else (IMAGENET_MEAN, IMAGENET_STD)
         self.channels = 1 if self.mode == "L" else 3
@@ -166,6 +168,20 @@ class ImageFolderData:
                 f"{len(self.val_samples)} val, {test}, {self.mode} {self.image_size}px)")
 
 
+def _warn_about_classes(folder: Path, classes: list[str], samples: list[tuple[Path, int]]) -> None:
+    """One line each for a tree that trains but cannot learn what it should: one class, or empty classes."""
+    if len(classes) == 1:
+        warnings.warn(f"{printable(folder)}: only one class folder ({printable(classes[0])}); a classifier "
+                      f"needs two or more, this one will answer {printable(classes[0])} for everything",
+                      stacklevel=3)
+    seen = {label for _, label in samples}
+    empty = [name for label, name in enumerate(classes) if label not in seen]
+    if empty:
+        warnings.warn(f"{printable(folder)}: {len(empty)} class folder(s) without a readable image: "
+                      f"{', '.join(printable(folder / n) for n in empty[:5])}{' ...' if len(empty) > 5 else ''};"
+                      f" these classes cannot be learned: add images or remove the folders", stacklevel=3)
+
+
 def _split_roots(root: Path) -> tuple[Path, Path | None]:
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder; expected root/<class>/<image> files")
@@ -188,8 +204,8 @@ def _scan(folder: Path, classes: list[str],
     """(path, label) of every readable image under folder/<class>/, the image modes seen, the skipped."""
     present = {e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")}
     if present - set(classes):
-        raise ValueError(f"{folder} has classes that the training folder lacks: "
-                         f"{sorted(present - set(classes))}")
+        raise ValueError(f"{printable(folder)} has classes that the training folder lacks: "
+                         f"{', '.join(printable(c) for c in sorted(present - set(classes)))}")
     samples, modes, skipped = [], set(), []
     for label, name in enumerate(classes):
         class_dir = folder / name

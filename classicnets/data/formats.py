@@ -32,7 +32,9 @@ __all__ = ["read_idx", "read_cifar_archive", "CifarArrays", "CIFAR_LAYOUT", "MAX
 
 # IDX type code -> big-endian numpy dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-MAX_IDX_BYTES = 1 << 32        # 4 GiB: far above any real IDX file, far below what a bad header claims
+MAX_IDX_BYTES = 1 << 28        # 256 MiB: 5x the largest IDX file read (MNIST's 47 MB of training images);
+                               # reading one never holds more than this plus one chunk in memory
+_READ_CHUNK = 1 << 22          # decompress 4 MiB at a time: memory follows the bytes that really arrive
 _MAX_DEFLATE_RATIO = 1032      # deflate cannot expand more than this, so it bounds a gzip's content
 _REDOWNLOAD = "delete it and download again"
 
@@ -82,16 +84,21 @@ def _read_idx_stream(stream: IO[bytes], name: str, size: int, is_gzip: bool,
     dims = struct.unpack(f">{head[3]}I", raw_dims)
     nbytes = math.prod(dims) * dtype.itemsize
     _check_plausible_size(name, dims, nbytes, size, 4 + 4 * len(dims), is_gzip)
-    data = stream.read(nbytes)
-    if len(data) < nbytes:
+    out = np.empty(nbytes, np.uint8)  # untouched pages cost nothing: memory grows with the data read
+    view, got = memoryview(out), 0
+    while got < nbytes:  # a bounded read: never more than the header promised, and only what arrives
+        n = stream.readinto(view[got:got + _READ_CHUNK])
+        if not n:
+            break
+        got += n
+    if got < nbytes:
         raise DataFormatError(f"{name}: truncated: header says {_shape_str(dims)} = {nbytes} bytes, "
-                              f"file has {len(data)}; {_REDOWNLOAD}")
+                              f"file has {got}; {_REDOWNLOAD}")
     extra = stream.read(1)  # for gzip this also runs the CRC and length checks at the end of the stream
     if extra:
         raise DataFormatError(f"{name}: trailing bytes after the {_shape_str(dims)} data announced in the "
                               f"header; {_REDOWNLOAD}")
-    return np.frombuffer(bytearray(data), dtype=dtype).astype(dtype.newbyteorder("="), copy=False) \
-        .reshape(dims)
+    return out.view(dtype).astype(dtype.newbyteorder("="), copy=False).reshape(dims)
 
 
 def _check_plausible_size(name: str, dims: tuple[int, ...], nbytes: int, file_size: int, header_len: int,
@@ -128,7 +135,8 @@ CIFAR_LAYOUT = {
     "cifar100": _CifarLayout("cifar-100-python", ("train",), "test", "meta",
                              b"fine_labels", b"fine_label_names", 100),
 }
-_MAX_MEMBER_BYTES = 1 << 30     # the largest real member (CIFAR-100 train) is about 155 MB
+_MAX_MEMBER_BYTES = 1 << 28     # 256 MiB: the largest real member (CIFAR-100 train) is about 155 MB
+_MAX_ARCHIVE_BYTES = 1 << 29    # 512 MiB for all the members read (CIFAR-10: 178 MB, CIFAR-100: 186 MB)
 
 
 class CifarArrays(NamedTuple):
@@ -150,10 +158,23 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
 
 
+class _NdarrayName:
+    """What ``numpy.ndarray`` unpickles to: the type argument of ``_reconstruct``, never callable. Calling
+    the real class builds an array of any shape with no pixel bytes behind it (uninitialised memory, or
+    gigabytes from a few bytes of pickle)."""
+
+    def __call__(self, *args: object) -> None:
+        raise pickle.UnpicklingError(f"refusing to call numpy.ndarray{args!r}: arrays must come with their "
+                                     f"bytes")
+
+
+_NDARRAY = _NdarrayName()
+
+
 def _numpy_globals() -> dict[tuple[str, str], object]:
     return {("numpy.core.multiarray", "_reconstruct"): _empty_ndarray,
             ("numpy._core.multiarray", "_reconstruct"): _empty_ndarray,
-            ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _dtype}
+            ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _dtype}
 
 
 def _dtype(spec: object, align: object = False, copy: object = False) -> np.dtype:
@@ -164,7 +185,7 @@ def _dtype(spec: object, align: object = False, copy: object = False) -> np.dtyp
 def _empty_ndarray(subtype: type, shape: tuple, dtype: object) -> np.ndarray:
     """numpy's ``_reconstruct`` as numpy pickles use it: an empty array that BUILD then fills from the
     pickled bytes. Anything larger would allocate memory the file never paid for."""
-    if subtype is not np.ndarray or not isinstance(shape, tuple) or shape != (0,):
+    if subtype is not _NDARRAY or not isinstance(shape, tuple) or shape != (0,):
         raise pickle.UnpicklingError(f"unexpected array construction _reconstruct({subtype!r}, {shape!r})")
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
@@ -213,10 +234,11 @@ def read_cifar_archive(path: str | os.PathLike, variant: str) -> CifarArrays:
     if missing:
         raise DataFormatError(f"{path.name}: missing {', '.join(f'{layout.folder}/{m}' for m in missing)};"
                               f" is this the {variant} python version? {_REDOWNLOAD}")
-    meta = _unpickle(members[layout.meta], f"{path.name}:{layout.meta}")
+    meta = _unpickle(members.pop(layout.meta), f"{path.name}:{layout.meta}")
     classes = _class_names(meta, layout, f"{path.name}:{layout.meta}")
-    train = [_cifar_batch(members[m], layout, f"{path.name}:{m}") for m in layout.train]
-    test_x, test_y = _cifar_batch(members[layout.test], layout, f"{path.name}:{layout.test}")
+    # pop: each member's bytes are freed once its array is built, so the peak is about the data's size
+    train = [_cifar_batch(members.pop(m), layout, f"{path.name}:{m}") for m in layout.train]
+    test_x, test_y = _cifar_batch(members.pop(layout.test), layout, f"{path.name}:{layout.test}")
     return CifarArrays(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
                        test_x, test_y, classes)
 
@@ -229,11 +251,13 @@ def _layout(variant: str) -> _CifarLayout:
 
 def _cifar_members(path: Path, layout: _CifarLayout, needed: set[str]) -> Iterator[tuple[str, bytes]]:
     """Yield (member name, bytes) for the needed members of the archive or extracted folder."""
+    total = 0
     if path.is_dir():
         folder = path / layout.folder if (path / layout.folder).is_dir() else path
         for name in needed:
             if (folder / name).is_file():
-                yield name, _read_limited(folder / name)
+                total += _check_member_size(path.name, name, (folder / name).stat().st_size, total)
+                yield name, (folder / name).read_bytes()
         return
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -241,10 +265,9 @@ def _cifar_members(path: Path, layout: _CifarLayout, needed: set[str]) -> Iterat
                 parent, _, name = member.name.rpartition("/")
                 if name not in needed or parent.strip("./") != layout.folder or not member.isfile():
                     continue
-                if member.size > _MAX_MEMBER_BYTES:
-                    raise DataFormatError(f"{path.name}: member {member.name} claims {member.size} bytes,"
-                                          f" more than any CIFAR file; {_REDOWNLOAD}")
-                data = tar.extractfile(member).read()
+                needed = needed - {name}  # a second copy of a member would be read twice
+                total += _check_member_size(path.name, member.name, member.size, total)
+                data = tar.extractfile(member).read(member.size)
                 if len(data) != member.size:
                     raise DataFormatError(f"{path.name}: member {member.name} is truncated; {_REDOWNLOAD}")
                 yield name, data
@@ -254,10 +277,13 @@ def _cifar_members(path: Path, layout: _CifarLayout, needed: set[str]) -> Iterat
         raise DataFormatError(f"{path.name}: not a readable tar.gz archive ({e}); {_REDOWNLOAD}") from None
 
 
-def _read_limited(path: Path) -> bytes:
-    if path.stat().st_size > _MAX_MEMBER_BYTES:
-        raise DataFormatError(f"{path}: {path.stat().st_size} bytes is more than any CIFAR file")
-    return path.read_bytes()
+def _check_member_size(archive: str, member: str, size: int, total: int) -> int:
+    """Refuse a member before reading it if it, or all members so far, are larger than real CIFAR."""
+    if size > _MAX_MEMBER_BYTES or total + size > _MAX_ARCHIVE_BYTES:
+        raise DataFormatError(f"{archive}: member {member} claims {size} bytes ({total} read before it), "
+                              f"more than any CIFAR file (limits {_MAX_MEMBER_BYTES} per member, "
+                              f"{_MAX_ARCHIVE_BYTES} in all); {_REDOWNLOAD}")
+    return size
 
 
 def _class_names(meta: dict, layout: _CifarLayout, where: str) -> list[str]:

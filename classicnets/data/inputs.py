@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "MAX_PAD", "EVAL_CROP_RATIO", "InputPlan", "Preprocessing", "plan_input", "pad_center", "to_model_input",
-    "read_image", "folder_eval_transform", "folder_train_transform",
+    "read_image", "convert_image", "folder_eval_transform", "folder_train_transform",
 ]  # fmt: skip
 
 MAX_PAD = 8  # pad (rather than resize) images at most this many pixels short of the model's minimum
@@ -169,13 +169,33 @@ def read_image(path: str | os.PathLike, in_chans: int):
         raise ValueError(f"image files can feed 1- or 3-channel models, this one takes {in_chans} channels")
     try:
         with Image.open(path) as img:
-            return img.convert("L" if in_chans == 1 else "RGB")
+            return convert_image(img, "L" if in_chans == 1 else "RGB")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such image file") from None
     except IsADirectoryError:
         raise ValueError(f"{path} is a folder, not an image file; pass PNG/JPEG/BMP files") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path}: cannot read the image ({exc}); pass a PNG/JPEG/BMP file") from None
+
+
+_WIDE_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # 16-bit greyscale (PNG, TIFF), and 32-bit integers
+
+
+def convert_image(img, mode: str):
+    """A PIL image in ``mode`` ("L" or "RGB"), its values scaled to 8 bits as what they are.
+
+    PIL's own ``convert("L")`` clips 16-bit values to 255 (a 16-bit PNG comes out 98% white). 16-bit
+    greyscale is full scale at 65535 (PNG, TIFF), so it becomes ``round(v * 255 / 65535)``; mode "I"
+    (how older Pillow opens 16-bit PNGs, and 32-bit TIFFs) is read on the same 16-bit scale, clipped to it.
+    The one place image files are decoded: :func:`read_image` and the image-folder datasets call it.
+    """
+    if img.mode in _WIDE_GREY:
+        import numpy as np
+        from PIL import Image
+
+        wide = np.clip(np.asarray(img), 0, 65535).astype(np.uint32)  # 65535 * 255 fits in 32 bits
+        img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+    return img.convert(mode)
 
 
 def folder_eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], torch.Tensor]:

@@ -111,7 +111,29 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be >= 1 (or null), got {value}")
+        self._check_bounds()
         return self
+
+    def _check_bounds(self) -> None:
+        """Values that pass the checks above but would crash later or exhaust memory (a 10^6-pixel
+        padding, a warm-up of 1e308 epochs, step_size 0): refused here, before anything is allocated."""
+        for key, (low, high, why) in _RANGES.items():
+            value = getattr(self, key)
+            if value is not None and not (low <= value <= high and (key not in _OPEN_LOW or value > low)):
+                bracket = "(" if key in _OPEN_LOW else "["
+                raise ConfigError(f"config key {key!r} must be in {bracket}{low:g}, {high:g}], got {value!r}"
+                                  f" ({why})")
+        for key in ("model_kwargs", "milestones"):
+            _check_small(key, getattr(self, key))
+        if any(not math.isfinite(m) or m < 0 for m in self.milestones):
+            raise ConfigError(f"milestones must be finite numbers >= 0, got {self.milestones}")
+        if any(not isinstance(k, str) for k in self.model_kwargs):
+            raise ConfigError(f"model_kwargs keys must be option names (strings), got {list(self.model_kwargs)}")
+        from_data = sorted(set(self.model_kwargs) & {"num_classes", "in_chans"})
+        if from_data:
+            raise ConfigError(f"model_kwargs may not set {', '.join(f'{k}={self.model_kwargs[k]!r}' for k in from_data)}:"
+                              f" the number of classes and channels come from the data ({self.data}); "
+                              f"remove {' and '.join(from_data)} from model_kwargs")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,6 +142,41 @@ class TrainConfig:
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+# key: (lowest, highest, why): far outside what any recipe uses, well inside what the machine survives
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "crop_padding": (0, 64, "pixels of zero padding for the random crop; 4 is usual for 32x32 images"),
+    "image_size": (1, 1024, "side in pixels fed to the model; a batch of larger images exhausts memory"),
+    "batch_size": (1, 65536, "images per step"),
+    "warmup_epochs": (0, 10_000, "epochs of linear warm-up; 0 to 5 is usual"),
+    "warmup_factor": (0, 1, "the warm-up starts at lr * warmup_factor"),
+    "step_size": (0, 1_000_000, "epochs between lr drops of the 'step' schedule; 0 divides by zero"),
+    "gamma": (0, 1, "the lr factor at each drop"),
+    "momentum": (0, 1, "SGD momentum; 0.9 is usual"),
+    "weight_decay": (0, 1, "L2 penalty; 5e-4 is usual"),
+    "grad_clip": (0, 1e6, "max global gradient norm"),
+    "threads": (1, 1024, "torch intra-op threads"),
+    "num_workers": (0, 64, "data-loading processes for image folders"),
+}
+_OPEN_LOW = {"step_size", "gamma", "grad_clip"}  # the lowest value itself is refused
+_MAX_NESTED_VALUES = 10_000  # model_kwargs and milestones are a few plain values
+
+
+def _check_small(key: str, value: Any) -> None:
+    """Count the values inside ``value``, every reference counted: a YAML alias bomb (a few hundred bytes
+    that expand to 10^9 values when copied or saved) stops at the budget, long before any copy is made."""
+    budget, stack = _MAX_NESTED_VALUES, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        budget -= 1
+        if budget < 0 or depth > 32:
+            raise ConfigError(f"config key {key!r} holds more than {_MAX_NESTED_VALUES} values or nests "
+                              f"deeper than 32 (a YAML alias bomb?); give it a few plain values")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for pair in item.items() for v in pair)
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
 
 
 _HINTS = typing.get_type_hints(TrainConfig)

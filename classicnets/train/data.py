@@ -48,6 +48,7 @@ def build_data(config: TrainConfig, card: ModelCard, device: torch.device, dist:
         return _folder_data(config, card, per_rank, dist)
     splits = load_dataset(config.data, data_dir=config.data_dir, download=config.download)
     train, val = split_validation(splits.train, config.val_fraction, seed=config.seed)
+    _check_not_empty(config, len(splits.train), len(train), splits.source)
     if config.subset is not None and config.subset < len(train):
         pick = torch.randperm(len(train), generator=seeded_generator(config.seed, "subset"))[: config.subset]
         train = train.subset(pick.sort().values)
@@ -65,11 +66,23 @@ def build_data(config: TrainConfig, card: ModelCard, device: torch.device, dist:
     )  # fmt: skip
     eval_batch = max(config.batch_size, 512)
     val_loader = InMemoryLoader(val, eval_batch, shuffle=False, **common) if len(val) else None
-    test_loader = InMemoryLoader(splits.test, eval_batch, shuffle=False, **common)
+    test_loader = InMemoryLoader(splits.test, eval_batch, shuffle=False, **common) if len(splits.test) else None
     return DataBundle(
         name=config.data, train=train_loader, val=val_loader, test=test_loader, classes=list(splits.classes),
         preprocessing=prep, source=splits.source, sizes={"train": len(train), "val": len(val), "test": len(splits.test)},
     )  # fmt: skip
+
+
+def _check_not_empty(config: TrainConfig, n_all: int, n_train: int, source: str) -> None:
+    """An empty training split ends in a ZeroDivisionError deep in the loop: say why before training."""
+    if n_train:
+        return
+    if not n_all:
+        raise ConfigError(f"{config.data}: the training set is empty (0 images in {source}); point "
+                          f"data/data_dir at the real files")
+    raise ConfigError(f"{config.data}: val_fraction={config.val_fraction} holds out all {n_all} training "
+                      f"image(s), none is left to train on; lower val_fraction (e.g. --set val_fraction=0) "
+                      f"or add images")
 
 
 def _folder_data(config: TrainConfig, card: ModelCard, per_rank: int, dist: DistInfo) -> DataBundle:
@@ -81,6 +94,7 @@ def _folder_data(config: TrainConfig, card: ModelCard, per_rank: int, dist: Dist
     if size < min_size:
         raise ConfigError(f"image_size={size} is too small for {config.model}: it needs at least {min_size}")
     data = ImageFolderData(root, image_size=size, val_fraction=config.val_fraction, seed=config.seed)
+    _check_not_empty(config, len(data.train_samples) + len(data.val_samples), len(data.train_samples), root)
     workers = config.num_workers
     train = data.train_loader(per_rank, num_workers=workers, rank=dist.rank, world_size=dist.world_size)
     val = data.val_loader(max(per_rank, 64), num_workers=workers) if data.val_samples else None
