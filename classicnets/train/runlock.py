@@ -50,8 +50,11 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        try:  # best effort: on a full disk the lock still holds, only the holder's name is missing
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        except OSError:
+            pass
         return cls(run_dir, fd)
 
     def release(self) -> None:
