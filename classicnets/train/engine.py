@@ -175,7 +175,7 @@ def _setup(config: TrainConfig, resume: str | Path | None, log: Callable[[str], 
                 run_dir, lock = _new_run_dir(config)
             else:  # a run directory with a checkpoint, locked before anything in it is read or tidied
                 lock = RunLock.acquire(_resumable(run_dir))
-        except ConfigError as exc:
+        except Exception as exc:  # (any failure: the other ranks must not wait for a directory forever)
             _share_outcome(info, str(exc))
             raise
         _share_outcome(info, None)
