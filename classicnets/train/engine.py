@@ -147,12 +147,12 @@ def fit(
             row["seconds"] = time.perf_counter() - t0
             _commit_epoch(run, state, row)
         result = _finish(run, state, started, stopped_early=stop_after_epoch is not None)
+        if run.runlog is not None:  # (not on the way out of a failure: a full disk would mask its message)
+            run.runlog.close()
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one by the command: say what is kept
         exc.run_dir, exc.epoch = run.run_dir, run.committed_epoch  # type: ignore[attr-defined]
         raise
     finally:
-        if run.runlog is not None:
-            run.runlog.close()
         if run.lock is not None:
             run.lock.release()
     return result
