@@ -23,12 +23,11 @@ REPORT = "report.md"
 
 
 def run_dir(kind: str, out: str | os.PathLike | None, force: bool = False) -> Path:
-    """``out`` if given, else a fresh ``runs/study-<kind>-<time to the ms>-<random>``; created if missing.
+    """``out`` if given, else a fresh ``runs/study-<kind>-<time to the µs>-<random>``; created if missing.
 
     A study's report is never replaced without ``force``: an ``out`` that already holds one is refused."""
     if out is None:
-        now = datetime.now()
-        path = Path("runs") / f"study-{kind}-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}-{secrets.token_hex(2)}"
+        path = Path("runs") / f"study-{kind}-{datetime.now():%Y%m%d-%H%M%S-%f}-{secrets.token_hex(2)}"
         path.mkdir(parents=True)  # fresh by construction: never an earlier study's directory
         return path
     path = check_out(out, force)

@@ -374,11 +374,11 @@ def _restore(state: TrainState, saved: dict[str, Any], device: torch.device) -> 
 
 
 def _default_name(config: TrainConfig) -> str:
-    """``MODEL-DATA-YYYYmmdd-HHMMSS-mmm-xxxx``: sortable by start time (to the millisecond), and two runs started
-    in the same millisecond still differ by the random suffix."""
+    """``MODEL-DATA-YYYYmmdd-HHMMSS-ffffff-xxxx``: sortable by start time (to the microsecond), and two runs
+    started in the same microsecond still differ by the random suffix (a collision anyway would be refused
+    by ``mkdir``, never shared)."""
     data = config.data.replace("folder:", "").strip("/").replace("/", "_")
-    now = datetime.now()
-    return f"{config.model}-{data}-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}-{secrets.token_hex(2)}"
+    return f"{config.model}-{data}-{datetime.now():%Y%m%d-%H%M%S-%f}-{secrets.token_hex(2)}"
 
 
 def _shared_name(config: TrainConfig, info: DistInfo) -> str:
