@@ -96,6 +96,23 @@ def test_the_leftover_of_a_run_killed_before_its_first_checkpoint_is_started_aga
     assert not list(left.glob(".*.tmp")) and not is_locked(left)
 
 
+def test_a_run_sigkilled_before_its_first_checkpoint_is_recovered_by_the_same_command(tmp_path: Path) -> None:
+    args = [*TRAIN, "--epochs", "1", "--subset", "4096", "--out-dir", str(tmp_path), "--name", "early"]
+    run = tmp_path / "early"
+    proc = start(*args)
+    try:
+        wait_for(run / "config.yaml", proc)  # set up, training its first epoch
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL and not (run / "last.pt").exists()
+    again = subprocess.run([sys.executable, "-m", "classicnets", *args], cwd=ROOT, env=ENV, capture_output=True,
+                           text=True, timeout=240)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
 def test_two_processes_racing_for_one_name(tmp_path: Path) -> None:
     args = [*TRAIN, "--epochs", "2", "--out-dir", str(tmp_path), "--name", "same"]
     procs = [start(*args), start(*args)]
