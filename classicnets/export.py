@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -147,29 +149,31 @@ def export(
     _check_destination(path, format)
     size = _resolve_input_size(model, input_size)
     meta = _metadata(model, size, metadata)
+    # Written next to the target under a temporary name, then renamed over it: a reader (or a kill, or a
+    # failed export) sees the old file or the new one, never a half-written mix.
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
     was_training = model.training
     model.eval()
-    # A file format is written to a temporary file beside the target and renamed over it: a failed or
-    # interrupted export never leaves a half-written file where a good one was.
-    work = path if format == "hf" else path.with_name(f".{path.name}.tmp")
     try:
         if format == "onnx":
-            _export_onnx(model, work, example_inputs(model, size), opset, meta, dynamo)
+            _export_onnx(model, tmp, example_inputs(model, size), opset, meta, dynamo)
         elif format == "torchscript":
-            _export_torchscript(model, work, example_inputs(model, size), meta)
+            _export_torchscript(model, tmp, example_inputs(model, size), meta)
         elif format == "hf":
-            _export_hf(model, work, meta)
+            _export_hf(model, tmp, meta)
         else:
-            _export_safetensors(model, work, meta)
-        if work != path:
-            os.replace(work, path)
+            _export_safetensors(model, tmp, meta)
+        _fsync(tmp)
+        _replace(tmp, path)
     except OSError as exc:
         raise ValueError(f"could not write {path}: {exc.strerror or exc}; check the folder's permissions and free "
                          "space, or choose another --out") from None  # fmt: skip
     finally:
         model.train(was_training)
-        if work != path and work.exists():
-            work.unlink()
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
     return path
 
 
@@ -187,9 +191,26 @@ def _check_destination(path: Path, format: str) -> None:
                              "model.safetensors, README.md): choose another --out")  # fmt: skip
         config = path / "config.json"
         ours = config.is_file() and '"library_name": "classicnets"' in config.read_text(errors="replace")
-        if any(path.iterdir()) and not ours:
+        if any(path.iterdir()) and not ours:  # never replaced, even with --force: it holds someone's files
             raise ValueError(f"{path} is a folder with other files in it; the hf export writes config.json, "
                              "model.safetensors and README.md there: choose a new or empty folder")  # fmt: skip
+
+
+def _fsync(path: Path) -> None:
+    for f in sorted(path.iterdir()) if path.is_dir() else [path]:
+        with open(f, "rb+") as handle:
+            os.fsync(handle.fileno())
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """``os.replace`` for a file; for a folder (hf), the old one is moved aside first, then removed."""
+    if not tmp.is_dir() or not path.exists():
+        os.replace(tmp, path)
+        return
+    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+    os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _export_onnx(
@@ -262,7 +283,7 @@ def _export_hf(model: ClassicNet, folder: Path, meta: dict[str, str]) -> None:
     (with the same metadata as a plain safetensors export) and a README.md model card."""
     from .models import model_card
 
-    folder.mkdir(exist_ok=True)
+    folder.mkdir()
     values = {k: (v if k in ("format", "model_name") else json.loads(v)) for k, v in meta.items()}
     classes = values.get("classes") or [str(i) for i in range(model.num_classes)]
     card = model_card(model.model_name)
@@ -444,11 +465,12 @@ def export_checkpoint(
     out: str | os.PathLike | None = None,
     input_size: int | Sequence[int] | None = None,
     opset: int | None = None,
+    force: bool = False,
 ) -> Path:
     """Rebuild the model of a classicnets checkpoint (or a shipped weight, by name) and export it; the run
     record's model kwargs, classes and preprocessing go into the metadata. The input size is ``input_size``,
     else the size the model was trained at (the record's input plan)."""
-    return export_checkpoint_model(checkpoint_path, format, out, input_size, opset)[0]
+    return export_checkpoint_model(checkpoint_path, format, out, input_size, opset, force)[0]
 
 
 def export_checkpoint_model(
@@ -457,7 +479,10 @@ def export_checkpoint_model(
     out: str | os.PathLike | None,
     input_size: int | Sequence[int] | None,
     opset: int | None,
+    force: bool = False,
 ) -> tuple[Path, nn.Module]:
+    """The exported path and the model. An existing ``out`` is refused unless ``force``; then it is replaced
+    atomically (never the checkpoint itself)."""
     from . import weights
     from .inference import load_trained
 
@@ -469,6 +494,8 @@ def export_checkpoint_model(
     out = Path(out) if out is not None else default_output(checkpoint_path, format)
     if not shipped and out.resolve() == Path(checkpoint_path).resolve():
         raise ValueError(f"--out {out} would overwrite the checkpoint itself; choose another path")
+    if out.exists() and not force:
+        raise ValueError(f"{out} already exists; pass --force to replace it, or choose another --out")
     model, record = load_trained(checkpoint_path)
     prep = record.preprocessing
     meta = {

@@ -278,7 +278,7 @@ def test_cli_handler_exports_and_verifies_onnx(tmp_path, capsys, checkpoint) -> 
 
     np.save(inputs, np.zeros((2, 3, 32, 32), np.float32))
     with pytest.raises(ValueError, match=r"shape \(2, 3, 32, 32\); the export takes \(B, 1, 32, 32\)"):
-        _run_cli(["export", str(ckpt), "--format", "torchscript", "--inputs", str(inputs)])
+        _run_cli(["export", str(ckpt), "--format", "torchscript", "--inputs", str(inputs), "--force"])
 
 
 def test_cli_main_wiring(tmp_path, capsys, checkpoint) -> None:

@@ -218,7 +218,7 @@ def test_wired_into_the_classicnets_command(tmp_path, capsys) -> None:
     assert "study" in cli.build_parser()._subparsers._group_actions[0].choices
     assert cli.main(["study", "identity", "--steps", "30", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "identity_loss.png").is_file()
-    assert cli.main(["study", "degradation", "--depths", "20,21", "--out", str(tmp_path)]) == 2
+    assert cli.main(["study", "degradation", "--depths", "20,21", "--out", str(tmp_path / "deg")]) == 2
     assert "6n+2" in capsys.readouterr().err
 
 
@@ -239,7 +239,7 @@ def test_compare_table(tmp_path) -> None:
     png_has_content(tmp_path / "accuracy_vs_params.png")
     png_has_content(tmp_path / "accuracy_vs_time.png")
     assert report.reading()[0] in (tmp_path / "report.md").read_text()
-    with pytest.raises(ValueError, match="already holds runs of lenet5"):
+    with pytest.raises(ValueError, match="already holds a report; compare never replaces one"):
         compare(["lenet5"], data="fashion-mnist", epochs=1, subset=256, base=base, out=tmp_path, log=None)
 
 

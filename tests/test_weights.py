@@ -228,11 +228,15 @@ def test_pretrained_options_are_compared_with_what_the_weights_were_built_with()
 def test_export_refuses_a_folder_or_a_foreign_hf_folder(tmp_path: Path, capsys) -> None:
     (tmp_path / "sub").mkdir()
     code, _, err = run(capsys, "export", "fashion-mnist:lenet5", "--format", "onnx", "--out", str(tmp_path / "sub"))
+    assert code == 2 and "already exists; pass --force" in err
+    code, _, err = run(capsys, "export", "fashion-mnist:lenet5", "--format", "onnx", "--out", str(tmp_path / "sub"),
+                       "--force")  # a folder is never replaced by a file, even with --force
     assert code == 2 and "is a folder; name a file to write" in err and "Traceback" not in err
     notes = tmp_path / "proj" / "README.md"
     notes.parent.mkdir()
     notes.write_text("my notes")
-    code, _, err = run(capsys, "export", "fashion-mnist:lenet5", "--format", "hf", "--out", str(notes.parent))
+    code, _, err = run(capsys, "export", "fashion-mnist:lenet5", "--format", "hf", "--out", str(notes.parent),
+                       "--force")  # someone's folder is never replaced, even with --force
     assert code == 2 and "other files in it" in err and notes.read_text() == "my notes"
     good = tmp_path / "w.safetensors"
     assert run(capsys, "export", "fashion-mnist:lenet5", "--format", "safetensors", "--out", str(good))[0] == 0

@@ -37,7 +37,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if bool(args.checkpoint) == bool(args.weights):
         raise ValueError("name one trained net: a checkpoint (runs/NAME/best.pt) or --weights NAME")
     args.checkpoint = args.checkpoint or args.weights
-    out, model = export_checkpoint_model(args.checkpoint, args.format, args.out, args.input_size, args.opset)
+    out, model = export_checkpoint_model(args.checkpoint, args.format, args.out, args.input_size, args.opset,
+                                        force=args.force)
     size_mb = sum(f.stat().st_size for f in (out.iterdir() if out.is_dir() else [out])) / 2**20
     print(f"exported {args.checkpoint} -> {out} ({args.format}, {size_mb:.1f} MB)")
     if args.no_verify:
@@ -78,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, metavar="NAME", help="a shipped weight instead of a checkpoint")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     p.add_argument("--out", default=None, metavar="PATH", help="default: next to the checkpoint, e.g. best.onnx")
+    p.add_argument("--force", action="store_true", help="replace --out if it already exists (atomically)")
     p.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
     p.add_argument(
         "--inputs", default=None, metavar="FILE", help="images to verify on: .npy array or .pt tensor (B, C, H, W)"

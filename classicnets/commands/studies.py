@@ -21,8 +21,10 @@ def parse_list(text: str, kind=str, what: str = "value") -> list:
         raise ValueError(f"expected a comma-separated list of {what}s, got {text!r}") from None
 
 
-def _out(p: argparse.ArgumentParser, kind: str) -> None:
+def _out(p: argparse.ArgumentParser, kind: str, force: bool = True) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help=f"run directory (default: runs/study-{kind}-<time>)")
+    if force:
+        p.add_argument("--force", action="store_true", help="replace the report already in --out")
 
 
 GRADIENT_MODELS = ("plain20", "resnet20", "plain56", "resnet56", "plain110", "resnet110")  # = studies.DEFAULT_MODELS
@@ -90,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--no-amp", action="store_true")
-    _out(p, "compare")
+    _out(p, "compare", force=False)  # its runs are never replaced: --out must not hold one
     p.set_defaults(handler=cmd_compare)
 
 
@@ -99,7 +101,7 @@ def cmd_gradients(args: argparse.Namespace) -> int:
 
     report = gradient_flow(parse_list(args.models, what="model"), data=args.data, steps=args.steps, batch=args.batch,
                            lr=args.lr, seed=args.seed, amp="off" if args.no_amp else "auto", device=args.device,
-                           data_dir=args.data_dir, out=args.out, threads=args.threads)  # fmt: skip
+                           data_dir=args.data_dir, out=args.out, force=args.force, threads=args.threads)  # fmt: skip
     return _done(report)
 
 
@@ -110,7 +112,7 @@ def cmd_degradation(args: argparse.Namespace) -> int:
                     schedule=args.schedule, warmup_epochs=args.warmup_epochs, test_size=args.test_size or None,
                     amp="off" if args.no_amp else "auto", seeds=tuple(parse_list(args.seeds, int, "seed")))  # fmt: skip
     report = degradation(parse_list(args.depths, int, "depth"), data=args.data, recipe=recipe, device=args.device,
-                         data_dir=args.data_dir, out=args.out, threads=args.threads)  # fmt: skip
+                         data_dir=args.data_dir, out=args.out, force=args.force, threads=args.threads)  # fmt: skip
     return _done(report)
 
 
@@ -118,7 +120,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
     from ..studies.identity import identity_study
 
     report = identity_study(steps=args.steps, channels=args.channels, size=args.size, batch=args.batch, lr=args.lr,
-                            target=args.target, seed=args.seed, out=args.out)  # fmt: skip
+                            target=args.target, seed=args.seed, out=args.out, force=args.force)  # fmt: skip
     return _done(report)
 
 

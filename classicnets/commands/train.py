@@ -4,6 +4,9 @@ then the engine's ``fit``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
 from pathlib import Path
 
 from .errors import UserError
@@ -58,6 +61,9 @@ def train_config(args: argparse.Namespace):
             raise UserError(f"resume directory {args.resume} does not exist; pass a run directory such as runs/NAME")
         if not saved.is_file():
             raise UserError(f"{saved} is missing, so {args.resume} is not a classicnets run directory")
+        if args.recipe:
+            raise UserError(f"--recipe cannot change a run being resumed: {args.resume} keeps the config it was "
+                            "started with (its config.yaml); change single keys with --set, or start a new run")  # fmt: skip
         config = load_config_file(saved)
     elif args.recipe:
         config = load_recipe(args.recipe)
@@ -81,10 +87,52 @@ def train_config(args: argparse.Namespace):
     return parse_set(args.set or [], config)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run stops where it is and what it committed is kept."""
+
+    signal_name = "SIGTERM"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Interrupted()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While training, SIGTERM raises :class:`Interrupted` (the default would end the process silently)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_line(exc: KeyboardInterrupt) -> str:
+    """One line: which signal, after which epoch, what is kept and how to continue."""
+    name = getattr(exc, "signal_name", "SIGINT")
+    run_dir, epoch = getattr(exc, "run_dir", None), getattr(exc, "epoch", 0)
+    if run_dir is None:
+        return f"interrupted ({name}) before the run directory was set up; nothing was written"
+    last = Path(run_dir) / "last.pt"
+    if last.is_file():
+        return f"interrupted ({name}) after epoch {epoch}; {last} is kept: continue with --resume {run_dir}"
+    return (f"interrupted ({name}) before the first epoch ended; {run_dir} holds no checkpoint: run the same "
+            f"command again to start over (or delete {run_dir})")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..train.engine import fit
 
-    result = fit(train_config(args), resume=args.resume)
+    try:
+        with _sigterm_as_interrupt():
+            result = fit(train_config(args), resume=args.resume)
+    except KeyboardInterrupt as exc:
+        print(f"classicnets {args.command}: {interrupted_line(exc)}", file=sys.stderr)
+        return 143 if isinstance(exc, Interrupted) else 130
     if result.test_acc is not None:
         print(f"test accuracy {result.test_acc:.2%} (top-5 {result.test_top5:.2%}) of the best-validation "
               f"checkpoint (epoch {result.best_epoch}), {result.wall_time_s:.0f} s")  # fmt: skip

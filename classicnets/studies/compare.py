@@ -13,7 +13,7 @@ import torch
 from ..models import create_model, model_card
 from ..summary import summary
 from ..train.config import TrainConfig
-from .report import markdown_table, print_flush, pyplot, run_dir, save_figure, write_csv, write_json
+from .report import REPORT, markdown_table, print_flush, pyplot, run_dir, save_figure, write_csv, write_json, write_text
 
 COLUMNS = ["model", "params", "macs", "input", "images_per_s", "wall_time_s", "best_val_acc", "test_acc", "epochs",
            "run_dir"]  # fmt: skip
@@ -75,9 +75,12 @@ def compare(
     base = base or TrainConfig()
     configs = [dataclasses.replace(base, model=name, data=data, epochs=epochs, subset=subset, name=name).validate()
                for name in models]  # fmt: skip
+    if out is not None and (Path(out) / REPORT).exists():  # its runs are never replaced, so there is no --force
+        raise ValueError(f"--out {out} already holds a report; compare never replaces one (nor the runs it "
+                         "trained): choose another --out")  # fmt: skip
     directory = run_dir("compare", out)
     taken = [m for m in models if (directory / "models" / m / "last.pt").exists()]
-    if taken:
+    if taken:  # a run directory belongs to one run: compare never replaces its runs (so it has no --force)
         raise ValueError(f"{directory} already holds runs of {', '.join(taken)}; choose another --out")
     say = log or (lambda _: None)
     rows = []
@@ -111,7 +114,7 @@ def write_compare_report(report: CompareReport, directory: Path) -> Path:
                "wall_time_s": f"{r['wall_time_s']:.0f}", "best_val_acc": _pct(r["best_val_acc"]),
                "test_acc": _pct(r["test_acc"])} for r in report.rows]  # fmt: skip
     table = markdown_table(pretty, COLUMNS[:8], headers)
-    (directory / "compare.md").write_text(table + "\n")
+    write_text(directory / "compare.md", table + "\n")
     report.figures = [plot_compare(report, "params", directory / "accuracy_vs_params.png"),
                       plot_compare(report, "wall_time_s", directory / "accuracy_vs_time.png")]  # fmt: skip
     cfg = report.config
@@ -126,7 +129,7 @@ def write_compare_report(report: CompareReport, directory: Path) -> Path:
         "## Reading (computed from the numbers)", "", *[f"- {line}" for line in report.reading()], "",
         "Raw numbers: `compare.csv`, `compare.json`; every run's directory is under `models/`.", "",
     ]  # fmt: skip
-    (directory / "report.md").write_text("\n".join(text))
+    write_text(directory / "report.md", "\n".join(text))
     return directory
 
 

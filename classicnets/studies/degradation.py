@@ -32,11 +32,13 @@ from .report import (
     print_flush,
     pyplot,
     read_csv,
+    check_out,
     run_dir,
     save_figure,
     state_digest,
     write_csv,
     write_json,
+    write_text,
 )
 from .setup import build_net, check_positive_int, get_data, resolve_device, torch_threads
 
@@ -165,6 +167,7 @@ def degradation(
     device: str | torch.device = "auto",
     data_dir: str | None = None,
     out: str | Path | None = None,
+    force: bool = False,
     write: bool = True,
     log: Callable[[str], None] | None = print_flush,
     on_batch: Callable[[str, int, torch.Tensor, torch.Tensor], None] | None = None,
@@ -174,6 +177,7 @@ def degradation(
     after every epoch. Files (CSV, JSON, PNG, report.md) go to ``out`` (default
     ``runs/study-degradation-<time>``) unless ``write`` is False. ``on_batch(net, step, x, y)`` sees every
     training batch (for checks); ``threads`` sets torch's intra-op threads for the run."""
+    check_out(out, force)  # before any work: a report is never replaced without --force
     recipe = (recipe or Recipe()).check()
     depths = [check_positive_int("depth", d) for d in depths]
     for d in depths:
@@ -213,7 +217,7 @@ def degradation(
                     runs.append({**run, "family": family, "depth": depth, "seed": seed})
     report = DegradationReport(rows, runs, config)
     if write:
-        write_degradation_report(report, run_dir("degradation", out))
+        write_degradation_report(report, run_dir("degradation", out, force))
     return report
 
 
@@ -432,4 +436,4 @@ def _write_markdown(report: DegradationReport, path: Path) -> None:
         "Raw numbers: `epochs.csv` (every net, seed and epoch), `final.csv` (with the digests of the initial weights "
         "and of the batches), `degradation.json`.", "",
     ]  # fmt: skip
-    path.write_text("\n".join(text))
+    write_text(path, "\n".join(text))

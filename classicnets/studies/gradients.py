@@ -28,7 +28,19 @@ from ..train.runtime import amp_dtype
 from ..train.schedule import lr_at
 from ..train.step import set_lr, train_step
 from .recipe import DEFAULT_MODELS
-from .report import fmt, markdown_table, print_flush, pyplot, read_csv, run_dir, save_figure, write_csv, write_json
+from .report import (
+    check_out,
+    fmt,
+    markdown_table,
+    print_flush,
+    pyplot,
+    read_csv,
+    run_dir,
+    save_figure,
+    write_csv,
+    write_json,
+    write_text,
+)
 from .setup import build_net, check_positive_int, get_data, resolve_device, torch_threads, twin_of
 
 
@@ -201,6 +213,7 @@ def gradient_flow(
     device: str | torch.device = "auto",
     data_dir: str | None = None,
     out: str | Path | None = None,
+    force: bool = False,
     write: bool = True,
     log: Callable[[str], None] | None = print_flush,
     threads: int | None = None,
@@ -214,6 +227,7 @@ def gradient_flow(
     numbers, figures and report.md go to ``out`` (default ``runs/study-gradients-<time>``) unless ``write``
     is False. ``threads`` sets torch's intra-op threads for the run.
     """
+    check_out(out, force)  # before any work: a report is never replaced without --force
     models = list(models)
     if not models:
         raise ValueError("gradient_flow needs at least one model, e.g. plain20,resnet20")
@@ -246,7 +260,7 @@ def gradient_flow(
                 + f"  ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
     report = GradientReport(rows, summary, config)
     if write:
-        write_gradient_report(report, run_dir("gradients", out))
+        write_gradient_report(report, run_dir("gradients", out, force))
     return report
 
 
@@ -397,4 +411,4 @@ def _write_markdown(report: GradientReport, path: Path) -> None:
         "## Summary", "", table, "",
         "Raw numbers: `layers.csv` (every layer), `summary.csv`, `gradients.json`.", "",
     ]  # fmt: skip
-    path.write_text("\n".join(text))
+    write_text(path, "\n".join(text))

@@ -26,7 +26,19 @@ from torch import nn
 
 from ..models.resnet import BasicBlock, init_resnet
 from ..train.step import train_step
-from .report import fmt, markdown_table, print_flush, pyplot, read_csv, run_dir, save_figure, write_csv, write_json
+from .report import (
+    check_out,
+    fmt,
+    markdown_table,
+    print_flush,
+    pyplot,
+    read_csv,
+    run_dir,
+    save_figure,
+    write_csv,
+    write_json,
+    write_text,
+)
 from .setup import check_positive_int, torch_threads
 
 VARIANTS = ("residual", "plain")
@@ -185,12 +197,14 @@ def identity_study(
     target: float = 0.01,
     seed: int = 0,
     out: str | Path | None = None,
+    force: bool = False,
     write: bool = True,
     log: Callable[[str], None] | None = print_flush,
 ) -> IdentityReport:
     """Fit a residual and a plain BasicBlock (same initial weights) to the identity; report the steps each
     needs to reach ``target`` relative MSE, the loss curves and the zero-init checks. Files go to ``out``
     (default ``runs/study-identity-<time>``) unless ``write`` is False."""
+    check_out(out, force)  # before any work: a report is never replaced without --force
     for key, value in (("steps", steps), ("channels", channels), ("size", size), ("batch", batch)):
         check_positive_int(key, value)
     if not lr > 0 or not target > 0:
@@ -205,7 +219,7 @@ def identity_study(
               "loss": "MSE(block(x), x); relative = MSE / mean(x^2)"}  # fmt: skip
     report = IdentityReport(curves, results, zero, config)
     if write:
-        write_identity_report(report, run_dir("identity", out))
+        write_identity_report(report, run_dir("identity", out, force))
     return report
 
 
@@ -254,7 +268,7 @@ def write_identity_report(report: IdentityReport, directory: Path) -> Path:
                        ["block", f"steps to relative MSE {cfg['target']:g}", "at step 0", "at the end", "best"]),
         "", "Raw numbers: `curves.csv` (every step), `results.csv`, `identity.json`.", "",
     ]  # fmt: skip
-    (directory / "report.md").write_text("\n".join(text))
+    write_text(directory / "report.md", "\n".join(text))
     return directory
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
+import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -17,23 +19,51 @@ import torch
 from torch import nn
 
 
-def run_dir(kind: str, out: str | os.PathLike | None) -> Path:
-    """``out`` if given, else ``runs/study-<kind>-<timestamp>``; created if missing."""
-    path = Path(out) if out is not None else Path("runs") / f"study-{kind}-{datetime.now():%Y%m%d-%H%M%S}"
+REPORT = "report.md"
+
+
+def run_dir(kind: str, out: str | os.PathLike | None, force: bool = False) -> Path:
+    """``out`` if given, else a fresh ``runs/study-<kind>-<time to the µs>-<random>``; created if missing.
+
+    A study's report is never replaced without ``force``: an ``out`` that already holds one is refused."""
+    if out is None:
+        path = Path("runs") / f"study-{kind}-{datetime.now():%Y%m%d-%H%M%S-%f}-{secrets.token_hex(2)}"
+        path.mkdir(parents=True)  # fresh by construction: never an earlier study's directory
+        return path
+    path = check_out(out, force)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_out(out: str | os.PathLike | None, force: bool = False) -> Path | None:
+    """Refuse, before any work, an ``--out`` that is a file or already holds a report (unless ``force``)."""
+    if out is None:
+        return None
+    path = Path(out)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {path} exists and is not a directory; choose another path")
-    path.mkdir(parents=True, exist_ok=True)
+    if (path / REPORT).exists() and not force:
+        raise ValueError(f"--out {path} already holds a report ({path / REPORT}); pass --force to replace it, or "
+                         "choose another --out")  # fmt: skip
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a report file atomically: a reader (or a kill) sees the old file or the new one, never a mix."""
+    from ..checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
     return path
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
     columns = list(columns or (rows[0].keys() if rows else []))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
-    return path
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
+    return write_text(path, buffer.getvalue())
 
 
 def _csv_cell(value: Any) -> Any:
@@ -50,8 +80,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def write_json(path: Path, payload: Any) -> Path:
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
-    return path
+    return write_text(path, json.dumps(payload, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(value: Any) -> Any:
@@ -88,8 +117,12 @@ def pyplot():
 def save_figure(fig: Any, path: Path) -> Path:
     plt = pyplot()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    from ..checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

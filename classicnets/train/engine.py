@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import math
+import secrets
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from ..checkpoint import CheckpointError, RunRecord, atomic_write_bytes, load_ch
 from ..models import ModelCard, create_model, model_card
 from .config import ConfigError, TrainConfig, save_config
 from .data import DataBundle, build_data
+from .runlock import LOCK_NAME, RunBusyError, RunLock
 from .runlog import RunLog
 from .runtime import (
     DistInfo,
@@ -88,6 +90,9 @@ class Run:
     total_steps: int
     say: Callable[[str], None]
     runlog: RunLog | None = None  # rank 0 only
+    lock: RunLock | None = None  # rank 0 only: held for the life of the run
+    config_pending: bool = False  # a resume writes config.yaml with its first committed epoch
+    committed_epoch: int = 0  # the epoch of the last.pt on disk (what an interruption keeps)
 
     @property
     def total_epochs(self) -> int:
@@ -131,19 +136,27 @@ def fit(
     """
     started = time.time()
     run, state = _setup(copy.deepcopy(config).validate(), resume, log)
-    for epoch in range(state.epoch, run.total_epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
-        t0 = time.perf_counter()
-        row = _train_epoch(run, state, epoch)
-        if run.data.val is not None:
-            val = evaluate(state.eval_model, run.data.val, len(run.data.classes), amp=run.amp, tta_flip=run.config.tta_flip)
-            row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
-        row["seconds"] = time.perf_counter() - t0
-        _commit_epoch(run, state, row)
-    result = _finish(run, state, started, stopped_early=stop_after_epoch is not None)
-    if run.runlog is not None:
-        run.runlog.close()
+    try:
+        for epoch in range(state.epoch, run.total_epochs):
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                break
+            t0 = time.perf_counter()
+            row = _train_epoch(run, state, epoch)
+            if run.data.val is not None:
+                val = evaluate(state.eval_model, run.data.val, len(run.data.classes), amp=run.amp,
+                               tta_flip=run.config.tta_flip)  # fmt: skip
+                row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
+            row["seconds"] = time.perf_counter() - t0
+            _commit_epoch(run, state, row)
+        result = _finish(run, state, started, stopped_early=stop_after_epoch is not None)
+        if run.runlog is not None:  # (not on the way out of a failure: a full disk would mask its message)
+            run.runlog.close()
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one by the command: say what is kept
+        exc.run_dir, exc.epoch = run.run_dir, run.committed_epoch  # type: ignore[attr-defined]
+        raise
+    finally:
+        if run.lock is not None:
+            run.lock.release()
     return result
 
 
@@ -155,13 +168,42 @@ def _setup(config: TrainConfig, resume: str | Path | None, log: Callable[[str], 
         torch.set_num_threads(config.threads)
     seed_everything(config.seed + info.rank, config.deterministic)
     say = (log or _print) if info.is_main else _quiet
-    saved = _load_resume(Path(resume)) if resume is not None else None
     if info.enabled and config.name is None and resume is None:
         config.name = _shared_name(config, info)
-    run_dir = Path(resume) if resume is not None else _new_run_dir(config)
+    lock, run_dir = None, Path(resume) if resume is not None else Path(config.out_dir) / str(config.name)
+    if info.is_main:  # rank 0 alone creates the directory and holds its lock; the others learn the outcome
+        try:
+            if resume is None:
+                run_dir, lock = _new_run_dir(config)
+            else:  # a run directory with a checkpoint, locked before anything in it is read or tidied
+                lock = RunLock.acquire(_resumable(run_dir))
+        except Exception as exc:  # (any failure: the other ranks must not wait for a directory forever)
+            _share_outcome(info, str(exc))
+            raise
+        _share_outcome(info, None)
+    else:
+        _share_outcome(info, None)
+    saved = None
+    try:
+        saved = _load_resume(run_dir, tidy=info.is_main) if resume is not None else None
+        run, state = _setup_run(config, info, device, say, saved, run_dir)
+    except BaseException as exc:
+        if lock is not None:
+            lock.release()
+        if isinstance(exc, KeyboardInterrupt) and lock is not None:
+            exc.run_dir, exc.epoch = run_dir, saved["epoch"] if saved else 0  # type: ignore[attr-defined]
+        raise
+    run.lock = lock
+    return run, state
+
+
+def _setup_run(config: TrainConfig, info: DistInfo, device: torch.device, say: Callable[[str], None],
+               saved: dict[str, Any] | None, run_dir: Path) -> tuple[Run, TrainState]:  # fmt: skip
     card = model_card(config.model)  # unknown model: ValueError with close matches, before any data work
     data = build_data(config, card, device, info)
     record = _record(config, data)
+    if saved is not None:
+        _check_same_net(run_dir, read_record(saved), record)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = _build_model(config, card, data, say, pretrained=saved is None).to(device)
@@ -176,9 +218,13 @@ def _setup(config: TrainConfig, resume: str | Path | None, log: Callable[[str], 
     steps_per_epoch = len(data.train)
     total_steps = min(config.epochs * steps_per_epoch, config.max_steps or math.inf)
     run = Run(config, info, device, amp, data, record, run_dir, steps_per_epoch, total_steps, say)
+    run.committed_epoch = state.epoch
     if info.is_main:
-        with _writing(run_dir / "config.yaml", run_dir):
-            save_config(config, run_dir / "config.yaml")
+        # A new run records its config at once; a resume only with its first committed epoch, so overrides
+        # that crash the resumed run (a --set lr that diverges at once) never reach config.yaml.
+        run.config_pending = saved is not None
+        if not run.config_pending:
+            _save_config(run)
         with _writing(run_dir / "metrics.csv", run_dir):
             run.runlog = RunLog(run_dir, config.tensorboard, resume_epoch=state.epoch if saved else None)
         state.history = list(run.runlog.rows)
@@ -186,6 +232,33 @@ def _setup(config: TrainConfig, resume: str | Path | None, log: Callable[[str], 
         if saved:
             say(f"resuming after epoch {state.epoch} (step {state.step})")
     return run, state
+
+
+def _save_config(run: Run) -> None:
+    with _writing(run.run_dir / "config.yaml", run.run_dir):
+        save_config(run.config, run.run_dir / "config.yaml")
+    run.config_pending = False
+
+
+def _share_outcome(info: DistInfo, error: str | None) -> None:
+    """Under torchrun: rank 0 tells the others whether it got the run directory (else they raise too)."""
+    if not info.enabled:
+        return
+    import torch.distributed as dist
+
+    box = [error]
+    dist.broadcast_object_list(box, src=0)
+    if box[0] is not None and not info.is_main:
+        raise ConfigError(box[0])
+
+
+def _check_same_net(run_dir: Path, saved: RunRecord, now: RunRecord) -> None:
+    """A resume continues the same network on the same classes; anything else is a new run."""
+    for what, was, is_ in (("model", saved.model, now.model), ("model arguments", saved.model_kwargs, now.model_kwargs),
+                           ("classes", list(saved.classes), list(now.classes))):  # fmt: skip
+        if was != is_:
+            raise ConfigError(f"cannot resume {run_dir} with {what} {is_}: it was trained with {what} {was}; "
+                              "to train another net start a new run (without --resume, with another --name)")  # fmt: skip
 
 
 def _record(config: TrainConfig, data: DataBundle) -> RunRecord:
@@ -265,7 +338,7 @@ def _wrap(model: nn.Module, config: TrainConfig, info: DistInfo, device: torch.d
     return torch.compile(forward) if config.compile else forward
 
 
-def _load_resume(run_dir: Path) -> dict[str, Any]:
+def _resumable(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise ConfigError(f"resume directory {run_dir} does not exist; pass the run directory a training run "
                           "created (runs/NAME)")  # fmt: skip
@@ -273,6 +346,11 @@ def _load_resume(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: nothing to resume from (a run writes last.pt after its "
                           "first epoch); start a new run instead")  # fmt: skip
+    return run_dir
+
+
+def _load_resume(run_dir: Path, tidy: bool = True) -> dict[str, Any]:
+    path = _resumable(run_dir) / "last.pt"
     try:
         state = load_checkpoint(path)
         read_record(state, path)
@@ -280,8 +358,8 @@ def _load_resume(run_dir: Path) -> dict[str, Any]:
         good = run_dir / "best.pt"
         hint = f"; {good} may still be loadable" if good.is_file() else ""
         raise CheckpointError(f"cannot resume: {exc}{hint}") from None
-    for stale in run_dir.glob(".*.tmp"):  # half-written files of a process killed mid-write
-        stale.unlink(missing_ok=True)
+    for stale in run_dir.glob(".*.tmp") if tidy else ():  # half-written files of a process killed mid-write
+        stale.unlink(missing_ok=True)  # (safe: this process holds the run's lock, so no writer is alive)
     return state
 
 
@@ -298,8 +376,11 @@ def _restore(state: TrainState, saved: dict[str, Any], device: torch.device) -> 
 
 
 def _default_name(config: TrainConfig) -> str:
+    """``MODEL-DATA-YYYYmmdd-HHMMSS-ffffff-xxxx``: sortable by start time (to the microsecond), and two runs
+    started in the same microsecond still differ by the random suffix (a collision anyway would be refused
+    by ``mkdir``, never shared)."""
     data = config.data.replace("folder:", "").strip("/").replace("/", "_")
-    return f"{config.model}-{data}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return f"{config.model}-{data}-{datetime.now():%Y%m%d-%H%M%S-%f}-{secrets.token_hex(2)}"
 
 
 def _shared_name(config: TrainConfig, info: DistInfo) -> str:
@@ -311,13 +392,38 @@ def _shared_name(config: TrainConfig, info: DistInfo) -> str:
     return str(box[0])
 
 
-def _new_run_dir(config: TrainConfig) -> Path:
+# What a run writes before its first checkpoint: a directory holding only these (and no last.pt) is the
+# leftover of a run stopped before its first epoch ended, and the same command may start it again.
+_FIRST_EPOCH_FILES = {LOCK_NAME, "config.yaml", "metrics.csv", "best.pt", "curves.png", "tensorboard"}
+
+
+def _new_run_dir(config: TrainConfig) -> tuple[Path, RunLock]:
+    """Create the run directory and lock it. Never writes into an existing directory, except the leftover of
+    a run of ours that died before its first checkpoint (only its own files, no last.pt, no live holder)."""
     run_dir = Path(config.out_dir) / (config.name or _default_name(config))
+    retry = f"continue it with --resume {run_dir} or choose another --name"
+    try:
+        run_dir.mkdir(parents=True)
+        return run_dir, RunLock.acquire(run_dir)  # (a racer that finds it first is refused by the lock below)
+    except FileExistsError:
+        pass
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} exists and is not a directory; choose another --name or --out-dir")
     if (run_dir / "last.pt").exists():
-        raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
-                          "another --name")  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+        raise ConfigError(f"{run_dir} already holds a run; {retry}")
+    names = {p.name for p in run_dir.iterdir()}
+    foreign = sorted(n for n in names if n not in _FIRST_EPOCH_FILES and not (n.startswith(".") and ".tmp" in n))
+    if foreign or not names & {LOCK_NAME, "config.yaml"}:
+        what = f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}" if foreign else "is empty"
+        raise ConfigError(f"{run_dir} already exists and {what}, so it is not the leftover of a classicnets run; a new "
+                          "run never writes into an existing directory: choose another --name (or --out-dir)")  # fmt: skip
+    try:
+        lock = RunLock.acquire(run_dir)
+    except RunBusyError as exc:  # a live run still before its first checkpoint: refused, naming its pid
+        raise RunBusyError(f"{exc}; or choose another --name") from None
+    for stale in run_dir.glob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
+    return run_dir, lock
 
 
 # ---------------------------------------------------------------------------------------------- one epoch
@@ -389,7 +495,10 @@ def _commit_epoch(run: Run, state: TrainState, row: dict[str, Any]) -> None:
             _save(run.run_dir / "best.pt", {**checkpoint, "model": state.eval_model.state_dict()})
         with _writing(run.run_dir / "metrics.csv", run.run_dir):
             run.runlog.log_epoch(row)
+        if run.config_pending:  # a resume's overrides are kept once an epoch trained with them commits
+            _save_config(run)
         _save(run.run_dir / "last.pt", checkpoint)
+        run.committed_epoch = state.epoch
         state.history.append(row)
         run.say(_epoch_line(row, run.total_epochs))
     barrier(run.info)
