@@ -169,6 +169,12 @@ class ImageTooLargeError(ValueError):
     """An image file whose header declares more than :data:`MAX_IMAGE_PIXELS` pixels."""
 
 
+def _too_large(path: str | os.PathLike, pixels: str) -> str:
+    return (f"{path}: the image declares {pixels} pixels, beyond the limit of {MAX_IMAGE_PIXELS:,} "
+            f"({MAX_IMAGE_PIXELS // 10**6} megapixels); downscale it first (the models see at most a few hundred "
+            "pixels a side)")  # fmt: skip
+
+
 def read_image(path: str | os.PathLike, in_chans: int):
     """A decoded PIL image in mode ``L`` (1 channel) or ``RGB`` (3); a clear error for anything unreadable,
     or declaring more than :data:`MAX_IMAGE_PIXELS` pixels (refused from the header, before decoding)."""
@@ -179,14 +185,14 @@ def read_image(path: str | os.PathLike, in_chans: int):
     try:
         with warnings.catch_warnings():  # PIL warns past ~89 MP; our own, lower limit below answers first
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            try:
+                img = Image.open(path)
+            except Image.DecompressionBombError:  # PIL's own refusal, past twice its warning threshold
+                raise ImageTooLargeError(_too_large(path, f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}")) from None
         with img:
             width, height = img.size  # from the header: nothing is decoded yet
             if width * height > MAX_IMAGE_PIXELS:
-                raise ImageTooLargeError(f"{path}: the image declares {width}x{height} = {width * height:,} pixels, "
-                                         f"beyond the limit of {MAX_IMAGE_PIXELS:,} ({MAX_IMAGE_PIXELS // 10**6} "
-                                         "megapixels); downscale it first (the models see at most a few hundred "
-                                         "pixels a side)")  # fmt: skip
+                raise ImageTooLargeError(_too_large(path, f"{width}x{height} = {width * height:,}"))
             return convert_image(img, "L" if in_chans == 1 else "RGB")
     except ImageTooLargeError:
         raise
