@@ -187,6 +187,8 @@ LEGACY_OPSETS = (7, 23)  # what the TorchScript-based exporter (dynamo=False) wr
 
 def _check_suffix(path: Path, format: str) -> None:
     """``--format onnx --out x.safetensors`` is refused: the suffix is how the file is read back."""
+    if path.is_dir():  # an existing folder: _check_destination says what to do with it
+        return
     claimed = _FILE_SUFFIXES.get(path.suffix.lower())
     wanted = SUFFIXES[format]
     if format in ("onnx", "safetensors") and path.suffix.lower() != wanted:
