@@ -180,8 +180,11 @@ def model_from_checkpoint(
     model = create_model(record.model, **record.model_kwargs)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+    except RuntimeError as exc:  # "Error(s) in loading state_dict for X:" then one line per problem
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        details = lines[1:] or lines[:1]
+        what = "; ".join(details[:2]) + (f"; and {len(details) - 2} more" if len(details) > 2 else "")
         raise CheckpointError(f"{path}: its weights do not fit a {record.model} built with {record.model_kwargs} "
-                              f"({first})") from None  # fmt: skip
+                              f"({what}); the file was edited or not written for this model: use the "
+                              "checkpoint its run wrote (runs/NAME/best.pt)") from None  # fmt: skip
     return model.to(map_location), record, state

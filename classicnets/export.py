@@ -146,6 +146,9 @@ def export(
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
+    _check_suffix(path, format)
+    if format == "onnx":
+        _check_opset(opset, dynamo)
     _check_destination(path, format)
     size = _resolve_input_size(model, input_size)
     meta = _metadata(model, size, metadata)
@@ -175,6 +178,44 @@ def export(
         else:
             tmp.unlink(missing_ok=True)
     return path
+
+
+# The suffixes readers (read_metadata, verify) go by: a file whose suffix names another format is refused.
+_FILE_SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors"}
+LEGACY_OPSETS = (7, 23)  # what the TorchScript-based exporter (dynamo=False) writes (torch 2.14)
+
+
+def _check_suffix(path: Path, format: str) -> None:
+    """``--format onnx --out x.safetensors`` is refused: the suffix is how the file is read back."""
+    if path.is_dir():  # an existing folder: _check_destination says what to do with it
+        return
+    claimed = _FILE_SUFFIXES.get(path.suffix.lower())
+    wanted = SUFFIXES[format]
+    if format in ("onnx", "safetensors") and path.suffix.lower() != wanted:
+        other = f", or pass --format {claimed}" if claimed else ""
+        raise ValueError(f"--out {path} does not end in {wanted}, the suffix of the {format} format (files are read "
+                         f"back by their suffix); name it {path.with_suffix(wanted).name}{other}")  # fmt: skip
+    if format in ("torchscript", "hf") and claimed:
+        raise ValueError(f"--out {path} ends in {path.suffix}, the suffix of the {claimed} format, but --format is "
+                         f"{format}; name it {path.stem}{wanted}, or pass --format {claimed}")  # fmt: skip
+
+
+def onnx_opsets(dynamo: bool = True) -> tuple[int, int]:
+    """The ONNX opsets the exporter writes as asked (the dynamo exporter silently writes 18 for others)."""
+    if not dynamo:
+        return LEGACY_OPSETS
+    import onnx
+
+    return 18, onnx.defs.onnx_opset_version()
+
+
+def _check_opset(opset: int | None, dynamo: bool) -> None:
+    if opset is None:
+        return
+    low, high = onnx_opsets(dynamo)
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise ValueError(f"ONNX opset {opset!r} is not supported: this exporter writes opsets {low} to {high}; pass "
+                         f"--opset in that range, or leave it out for the exporter's default")  # fmt: skip
 
 
 def _check_destination(path: Path, format: str) -> None:
@@ -238,6 +279,11 @@ def _export_onnx(
         other = "dynamo=False (the legacy exporter)" if dynamo else "dynamo=True"
         raise RuntimeError(f"ONNX export of {getattr(model, 'model_name', '?')} failed: {first}; try {other}") from exc
     proto = onnx.load(str(path))
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and written != opset:  # never silently another opset than the one asked for
+        low, high = onnx_opsets(dynamo)
+        raise ValueError(f"the ONNX exporter wrote opset {written}, not the opset {opset} asked for; pass --opset "
+                         f"from {low} to {high}, or leave it out")  # fmt: skip
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
@@ -494,6 +540,9 @@ def export_checkpoint_model(
     out = Path(out) if out is not None else default_output(checkpoint_path, format)
     if not shipped and out.resolve() == Path(checkpoint_path).resolve():
         raise ValueError(f"--out {out} would overwrite the checkpoint itself; choose another path")
+    _check_suffix(out, format)  # refused before the checkpoint is read (export() checks again)
+    if format == "onnx":
+        _check_opset(opset, dynamo=True)
     if out.exists() and not force:
         raise ValueError(f"{out} already exists; pass --force to replace it, or choose another --out")
     model, record = load_trained(checkpoint_path)

@@ -43,7 +43,8 @@ def evaluate_checkpoint(
     The images are prepared exactly as in training (the record's preprocessing) and evaluated with the run's
     autocast and test-time flip (``amp="off"`` forces fp32); ``split="val"`` re-creates the run's validation
     split from its seed. Image folders (``folder:PATH``) work too. The PNG goes beside the checkpoint
-    (``runs/eval/<weight>/`` for a shipped weight) or to ``out_dir``; ``plot=False`` skips it.
+    (``runs/eval/<weight>/`` for a shipped weight) or to ``out_dir``; ``plot=False`` skips it. A PNG that
+    cannot be written loses no metric: ``confusion_png`` is then None and ``confusion_png_error`` says why.
     """
     if split not in ("test", "val", "train"):
         raise ValueError(f"split must be test, val or train; got {split!r}")
@@ -60,9 +61,14 @@ def evaluate_checkpoint(
         default = Path("runs") / "eval" / str(checkpoint).replace(":", "-") if weights.is_weight_name(checkpoint) \
             else Path(checkpoint).parent  # fmt: skip
         out = Path(out_dir) if out_dir else default
-        metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], list(record.classes),
-                                                      out / f"confusion_{split}.png",
-                                                      title=f"{record.model} on {name} ({split})"))  # fmt: skip
+        png = out / f"confusion_{split}.png"
+        try:
+            metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], list(record.classes), png,
+                                                          title=f"{record.model} on {name} ({split})"))  # fmt: skip
+        except OSError as exc:  # the metrics are kept: the caller reports both
+            metrics["confusion_png"] = None
+            metrics["confusion_png_error"] = (f"could not write the confusion matrix {png}: {exc.strerror or exc}; "
+                                              "choose an --out folder you can write")  # fmt: skip
     return metrics
 
 

@@ -4,6 +4,7 @@ checkpoint or from the weights that ship with classicnets (a positional name, or
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .errors import UserError
 
@@ -58,6 +59,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     width = max(len(c) for c in names)
     for name, acc in zip(names, m["per_class_acc"]):
         print(f"  {name:<{width}}  {acc:.2%}")
+    if m.get("confusion_png_error"):  # the accuracies above are complete; the PNG asked for is missing
+        print(f"classicnets eval: error: {m['confusion_png_error']} (the accuracies above are complete)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     print(f"confusion matrix: {m['confusion_png']}")
     return 0
 

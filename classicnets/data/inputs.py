@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -161,15 +162,40 @@ class Preprocessing:
         return self.arrays(array.view(1, native, native, self.in_chans).permute(0, 3, 1, 2))[0]
 
 
+MAX_IMAGE_PIXELS = 64_000_000  # 64 megapixels (an 8000x8000 photo); checked from the header, before decoding
+
+
+class ImageTooLargeError(ValueError):
+    """An image file whose header declares more than :data:`MAX_IMAGE_PIXELS` pixels."""
+
+
+def _too_large(path: str | os.PathLike, pixels: str) -> str:
+    return (f"{path}: the image declares {pixels} pixels, beyond the limit of {MAX_IMAGE_PIXELS:,} "
+            f"({MAX_IMAGE_PIXELS // 10**6} megapixels); downscale it first (the models see at most a few hundred "
+            "pixels a side)")  # fmt: skip
+
+
 def read_image(path: str | os.PathLike, in_chans: int):
-    """A decoded PIL image in mode ``L`` (1 channel) or ``RGB`` (3); a clear error for anything unreadable."""
+    """A decoded PIL image in mode ``L`` (1 channel) or ``RGB`` (3); a clear error for anything unreadable,
+    or declaring more than :data:`MAX_IMAGE_PIXELS` pixels (refused from the header, before decoding)."""
     from PIL import Image, UnidentifiedImageError
 
     if in_chans not in (1, 3):
         raise ValueError(f"image files can feed 1- or 3-channel models, this one takes {in_chans} channels")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # PIL warns past ~89 MP; our own, lower limit below answers first
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(path)
+            except Image.DecompressionBombError:  # PIL's own refusal, past twice its warning threshold
+                raise ImageTooLargeError(_too_large(path, f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}")) from None
+        with img:
+            width, height = img.size  # from the header: nothing is decoded yet
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageTooLargeError(_too_large(path, f"{width}x{height} = {width * height:,}"))
             return convert_image(img, "L" if in_chans == 1 else "RGB")
+    except ImageTooLargeError:
+        raise
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such image file") from None
     except IsADirectoryError:

@@ -20,10 +20,19 @@ def count_skip_connections(module: nn.Module) -> int:
     return sum(1 for m in module.modules() if getattr(m, "has_skip", False) is True)
 
 
+# Sane upper bounds: far above any real task (ImageNet-21k has 21,841 classes; hyperspectral images a few
+# hundred bands), far below sizes that would exhaust memory before any error could be given.
+MAX_SIZES = {"num_classes": 1_000_000, "in_chans": 4096}
+
+
 def check_positive(name: str, value: int) -> int:
-    """Validate a user-facing integer argument such as ``num_classes`` or ``in_chans``."""
+    """Validate a user-facing integer argument such as ``num_classes`` or ``in_chans`` (positive, and at most
+    ``MAX_SIZES[name]`` where a bound is known)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    limit = MAX_SIZES.get(name)
+    if limit is not None and value > limit:
+        raise ValueError(f"{name}={value:,} is beyond the sane limit of {limit:,}; pass the real {name} of your data")
     return value
 
 class ClassicNet(nn.Module):

@@ -10,8 +10,9 @@ import difflib
 import fnmatch
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
+import torch
 from torch import nn
 
 
@@ -138,11 +139,32 @@ def create_model(
     if in_chans is None:
         in_chans = card.default_input_size[0]
     try:
+        if torch.empty(0).device.type != "meta":  # size it first without memory: absurd options are refused
+            _check_size(name, card.builder, num_classes, in_chans, kwargs)
         model = card.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:  # an option this builder does not take
         raise TypeError(f"create_model({name!r}): {exc}") from None
     model.model_name = name
     return model
+
+
+MAX_PARAMS = 2_000_000_000  # 8 GB of fp32 weights: 14x VGG-19; anything larger is a typo in an option
+
+
+def _check_size(name: str, builder: Any, num_classes: int, in_chans: int, kwargs: dict) -> None:
+    """Build the model on the meta device (shapes only, no memory) and refuse one past ``MAX_PARAMS``."""
+    try:
+        with torch.device("meta"):
+            probe = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except (RuntimeError, OverflowError, MemoryError) as exc:  # sizes too large even to describe
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"create_model({name!r}) with {kwargs or 'its defaults'}: sizes too large to build "
+                         f"({first}); use sane values for the options") from None  # fmt: skip
+    params = sum(p.numel() for p in probe.parameters())
+    if params > MAX_PARAMS:
+        raise ValueError(f"create_model({name!r}) with num_classes={num_classes}, in_chans={in_chans}"
+                         f"{''.join(f', {k}={v!r}' for k, v in kwargs.items())} would have {params:,} parameters, "
+                         f"beyond the sane limit of {MAX_PARAMS:,}; use smaller options")  # fmt: skip
 
 
 def _pretrained(name: str, num_classes: int | None, in_chans: int | None, pretrained: bool | str,

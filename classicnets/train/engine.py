@@ -404,9 +404,13 @@ def _new_run_dir(config: TrainConfig) -> tuple[Path, RunLock]:
     retry = f"continue it with --resume {run_dir} or choose another --name"
     try:
         run_dir.mkdir(parents=True)
-        return run_dir, RunLock.acquire(run_dir)  # (a racer that finds it first is refused by the lock below)
     except FileExistsError:
         pass
+    except OSError as exc:  # a parent that cannot be created: read-only, /proc, a file in the way
+        raise ConfigError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}; choose an --out-dir "
+                          "you can write (default: runs)") from None  # fmt: skip
+    else:
+        return run_dir, RunLock.acquire(run_dir)  # (a racer that finds it first is refused by the lock below)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir} exists and is not a directory; choose another --name or --out-dir")
     if (run_dir / "last.pt").exists():
