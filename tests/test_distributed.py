@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from classicnets.checkpoint import load_checkpoint
+from classicnets.checkpoint import CheckpointError, load_checkpoint
 
 pytestmark = pytest.mark.processes  # every test here runs real processes
 
 PY = sys.executable
+REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["lenet5_modern", "--data", "fashion-mnist", "--subset", "1000", "--batch-size", "128", "--lr", "0.05",
           "--no-amp", "--threads", "1", "--no-progress", "--set", "tensorboard=false"]  # fmt: skip
 
 
-def torchrun(*args: str, cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
-    cmd = [PY, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "classicnets", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+def torchrun_cmd(*args: str, nproc: int = 2, max_restarts: int = 0) -> list[str]:
+    return [PY, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            f"--max-restarts={max_restarts}", "-m", "classicnets", *args]  # fmt: skip
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}  # this checkout's classicnets
+
+
+def torchrun(*args: str, cwd: Path, nproc: int = 2, ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(torchrun_cmd(*args, nproc=nproc), capture_output=True, text=True, timeout=600, cwd=cwd, env=ENV)
+    assert (result.returncode == 0) == ok, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -55,3 +65,78 @@ def test_two_processes_match_one_process(tmp_path: Path) -> None:
     assert worst < 1e-5, worst  # measured: 1.5e-8
     for name in ("one", "two"):  # ceil(1000 / 128) = 8 global steps either way
         assert load_checkpoint(tmp_path / "runs" / name / "last.pt")["step"] == 8
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid``, read from /proc (Linux)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _worker_of_rank(torchrun_pid: int, rank: int) -> int | None:
+    for pid in _children(torchrun_pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return pid
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds the workers through /proc (Linux)")
+def test_elastic_restart_continues_from_last_commit(tmp_path: Path) -> None:
+    """torchrun --max-restarts 1: SIGKILL the rank-1 worker after epoch 1 committed (during epoch 2); torchrun
+    restarts the group with the same command line, the new workers find runs/el/last.pt and continue from it
+    on their own, and the run ends with exactly the weights of an uninterrupted 2-process run."""
+    args = ["train", *COMMON, "--epochs", "3", "--deterministic"]
+    torchrun(*args, "--name", "straight", cwd=tmp_path)
+    run = tmp_path / "runs" / "el"
+    proc = subprocess.Popen(torchrun_cmd(*args, "--name", "el", max_restarts=1), cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline, epoch, victim = time.monotonic() + 120, 0, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                epoch = load_checkpoint(run / "last.pt")["epoch"] if (run / "last.pt").is_file() else 0
+            except (CheckpointError, OSError):  # (last.pt is replaced atomically; belt and braces)
+                epoch = 0
+            if epoch >= 1:
+                victim = _worker_of_rank(proc.pid, 1)
+                break
+            time.sleep(0.02)
+        assert victim is not None and epoch < 3, f"no rank-1 worker to kill (epoch {epoch}, exit {proc.poll()})"
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    assert "torchrun restart 1: continuing" in out, out  # (killed in epoch 2, or 3 on a slow machine)
+    assert "resuming after epoch 1 " in out or "resuming after epoch 2 " in out, out
+    assert [r["epoch"] for r in csv.DictReader(open(run / "metrics.csv"))] == ["1", "2", "3"]
+    a, b = load_checkpoint(run / "last.pt"), load_checkpoint(tmp_path / "runs" / "straight" / "last.pt")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (3, 24)
+    assert a["model"].keys() == b["model"].keys()
+    for key in b["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_elastic_refuses_a_run_without_name_and_cpu_sync_bn(tmp_path: Path) -> None:
+    """One line each, before anything is written: a default name would differ per torchrun attempt, and
+    PyTorch's SyncBatchNorm does not run on CPU tensors (gloo)."""
+    out = subprocess.run(torchrun_cmd("train", *COMMON, "--epochs", "1", max_restarts=1), capture_output=True,
+                         text=True, timeout=300, check=False, cwd=tmp_path, env=ENV)  # fmt: skip
+    assert out.returncode != 0
+    assert "classicnets train: error: elastic runs need --name so a restarted group finds its run" in out.stderr
+    out = torchrun("train", *COMMON, "--epochs", "1", "--name", "sb", "--set", "sync_bn=true", cwd=tmp_path, ok=False)
+    assert "classicnets train: error: sync_bn=true needs CUDA" in out.stderr
+    assert not (tmp_path / "runs").exists()

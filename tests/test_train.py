@@ -270,3 +270,37 @@ def test_training_commands_run_on_jemalloc_unless_opted_out(tmp_path: Path) -> N
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CLASSICNETS_ALLOCATOR": "system"}
     result = subprocess.run([str(BIN), *args, "--name", "sys"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0 and ", system malloc ->" in result.stdout, result.stdout + result.stderr
+
+
+def test_sync_bn_is_ignored_in_one_process(tmp_path: Path) -> None:
+    """In one process BatchNorm already normalises over the whole batch: sync_bn changes nothing (no
+    SyncBatchNorm, which would need CUDA only under torchrun) and the weights are bit-identical."""
+    common = dict(model="resnet20", subset=256, batch_size=64, deterministic=True, amp="off", val_fraction=0.0)
+    fit(quick(tmp_path, name="plain", **common), stop_after_epoch=1, log=lambda _: None)  # (no test-set pass)
+    fit(quick(tmp_path, name="sync", sync_bn=True, **common), stop_after_epoch=1, log=lambda _: None)
+    a = load_checkpoint(tmp_path / "plain" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "sync" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a) and any("bn" in k for k in a)
+    assert yaml.safe_load((tmp_path / "sync" / "config.yaml").read_text())["sync_bn"] is True
+
+
+def test_elastic_run_without_name_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
+    with pytest.raises(ConfigError, match="elastic runs need --name so a restarted group finds its run"):
+        fit(quick(tmp_path, name=None), log=lambda _: None)
+    assert not any(tmp_path.iterdir())
+    fit(quick(tmp_path, name="named"), log=lambda _: None)  # with a name it trains
+
+
+def test_interrupted_line_under_elastic_restarts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from classicnets.commands.train import Interrupted, interrupted_line
+
+    (tmp_path / "last.pt").write_bytes(b"")
+    exc = Interrupted()
+    exc.run_dir, exc.epoch = tmp_path, 2
+    assert "continue with --resume" in interrupted_line(exc) and "torchrun" not in interrupted_line(exc)
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    assert "a torchrun restart continues from it" in interrupted_line(exc)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # no restarts left
+    assert "torchrun" not in interrupted_line(exc)

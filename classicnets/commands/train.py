@@ -118,10 +118,20 @@ def interrupted_line(exc: KeyboardInterrupt) -> str:
     if run_dir is None:
         return f"interrupted ({name}) before the run directory was set up; nothing was written"
     last = Path(run_dir) / "last.pt"
+    if last.is_file() and _elastic_restarts_left():
+        return (f"interrupted ({name}) after epoch {epoch}; {last} is kept: a torchrun restart continues from it "
+                f"(else continue with --resume {run_dir})")  # fmt: skip
     if last.is_file():
         return f"interrupted ({name}) after epoch {epoch}; {last} is kept: continue with --resume {run_dir}"
     return (f"interrupted ({name}) before the first epoch ended; {run_dir} holds no checkpoint: run the same "
             f"command again to start over (or delete {run_dir})")
+
+
+def _elastic_restarts_left() -> bool:
+    from ..train.runtime import elastic_restarts
+
+    restart, max_restarts = elastic_restarts()
+    return restart < max_restarts
 
 
 def cmd_train(args: argparse.Namespace) -> int:

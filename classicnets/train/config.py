@@ -72,6 +72,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     num_workers: int = 2  # image folders only
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
     # bookkeeping
     seed: int = 0
     deterministic: bool = False

@@ -36,6 +36,7 @@ from .runtime import (
     allocator,
     amp_dtype,
     barrier,
+    elastic_restarts,
     init_distributed,
     resolve_device,
     seed_everything,
@@ -162,14 +163,23 @@ def fit(
 
 # ---------------------------------------------------------------------------------------------- setup
 def _setup(config: TrainConfig, resume: str | Path | None, log: Callable[[str], None] | None) -> tuple[Run, TrainState]:
+    restart, max_restarts = elastic_restarts()
+    if max_restarts > 0 and resume is None and config.name is None:  # each attempt would pick a new default name
+        raise ConfigError("elastic runs need --name so a restarted group finds its run (torchrun --max-restarts "
+                          f"{max_restarts} restarts the workers with the same command line)")  # fmt: skip
     info = init_distributed(config.device)
     device = resolve_device(config.device, info.local_rank)
+    _check_sync_bn(config, info, device)
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed + info.rank, config.deterministic)
     say = (log or _print) if info.is_main else _quiet
     if info.enabled and config.name is None and resume is None:
         config.name = _shared_name(config, info)
+    if restart > 0 and resume is None:  # torchrun restarted the group: continue the run it started, if it committed
+        resume = _elastic_resume(config, info)
+        if resume is not None:
+            say(f"torchrun restart {restart}: continuing {resume} from its last.pt")
     lock, run_dir = None, Path(resume) if resume is not None else Path(config.out_dir) / str(config.name)
     if info.is_main:  # rank 0 alone creates the directory and holds its lock; the others learn the outcome
         try:
@@ -197,6 +207,29 @@ def _setup(config: TrainConfig, resume: str | Path | None, log: Callable[[str], 
     return run, state
 
 
+def _elastic_resume(config: TrainConfig, info: DistInfo) -> Path | None:
+    """After a torchrun restart: the run directory (``out_dir/name``) if it holds a last.pt, resumed as
+    ``--resume`` would; None (a restart before the first checkpoint) starts the run again in the leftover
+    directory, which :func:`_new_run_dir` allows. Rank 0 looks; every rank gets its answer."""
+    run_dir = Path(config.out_dir) / str(config.name)
+    box = [(run_dir / "last.pt").is_file() if info.is_main else None]
+    if info.enabled:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(box, src=0)
+    return run_dir if box[0] else None
+
+
+def _check_sync_bn(config: TrainConfig, info: DistInfo, device: torch.device) -> None:
+    """sync_bn converts BatchNorm to SyncBatchNorm under torchrun on CUDA. In one process there is nothing to
+    synchronise (BatchNorm already sees the whole batch): ignored. On CPU PyTorch's SyncBatchNorm refuses
+    to run, so the run is refused before anything is written."""
+    if config.sync_bn and info.enabled and device.type != "cuda":
+        raise ConfigError(f"sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run on {device.type} tensors "
+                          "(gloo); without it each rank normalises BatchNorm over its own part of the batch "
+                          "(per-rank batch = batch_size / processes); drop --set sync_bn=true to train that way")  # fmt: skip
+
+
 def _setup_run(config: TrainConfig, info: DistInfo, device: torch.device, say: Callable[[str], None],
                saved: dict[str, Any] | None, run_dir: Path) -> tuple[Run, TrainState]:  # fmt: skip
     card = model_card(config.model)  # unknown model: ValueError with close matches, before any data work
@@ -207,6 +240,8 @@ def _setup_run(config: TrainConfig, info: DistInfo, device: torch.device, say: C
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = _build_model(config, card, data, say, pretrained=saved is None).to(device)
+    if config.sync_bn and info.enabled:  # (CUDA only: _check_sync_bn); same Parameters and state-dict keys
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     amp = amp_dtype(config.amp, device)
     state = TrainState(
         model=model, optimizer=build_optimizer(config, model), ema=EMA(model, config.ema_decay) if config.ema_decay else None,

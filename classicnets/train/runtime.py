@@ -101,8 +101,31 @@ def init_distributed(device_name: str) -> DistInfo:
         use_cuda = torch.cuda.is_available() and device_name in ("auto",) or device_name.startswith("cuda")
         if use_cuda:
             torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        restart = elastic_restarts()[0]
+        if restart > 0:
+            # torchrun --standalone keeps its store across restarts, holding the dead group's keys (rank 0's old
+            # gloo address): a restarted rank 1 could read it and fail with "Connection refused". Each attempt
+            # gets its own key prefix.
+            store, _, _ = next(dist.rendezvous("env://"))
+            store = dist.PrefixStore(f"classicnets/attempt_{restart}", store)
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
+        else:
+            dist.init_process_group(backend=backend)
     return DistInfo(rank, world, local)
+
+
+def elastic_restarts() -> tuple[int, int]:
+    """``(restart_count, max_restarts)`` of a ``torchrun --max-restarts N`` worker group, (0, 0) otherwise.
+    torchrun restarts a failed group with the same command line and TORCHELASTIC_RESTART_COUNT > 0."""
+
+    def env_int(key: str) -> int:
+        try:
+            return int(os.environ.get(key, "0") or 0)
+        except ValueError:
+            return 0
+
+    return env_int("TORCHELASTIC_RESTART_COUNT"), env_int("TORCHELASTIC_MAX_RESTARTS")
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
