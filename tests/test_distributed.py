@@ -140,3 +140,20 @@ def test_elastic_refuses_a_run_without_name_and_cpu_sync_bn(tmp_path: Path) -> N
     out = torchrun("train", *COMMON, "--epochs", "1", "--name", "sb", "--set", "sync_bn=true", cwd=tmp_path, ok=False)
     assert "classicnets train: error: sync_bn=true needs CUDA" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_torchrun_with_cuda_on_a_machine_without_it_is_one_line_per_rank(tmp_path: Path) -> None:
+    """Each rank refuses before touching CUDA: one line each, no traceback (it was a traceback per rank)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal cannot be provoked")  # CI machines have none
+    cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "classicnets", "train",
+           *COMMON, "--epochs", "1", "--device", "cuda", "--name", "nocuda"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("classicnets train: error:")]
+    assert result.returncode != 0 and len(lines) == 2, result.stderr[-3000:]
+    assert all("CUDA is not available here; use --device cpu" in line for line in lines)
+    # torchrun then prints its own summary of the failed workers (its traceback, in run.py); no frame of ours
+    assert 'classicnets/' not in "".join(line for line in result.stderr.splitlines() if line.lstrip().startswith("File "))

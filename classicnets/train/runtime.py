@@ -97,6 +97,7 @@ def init_distributed(device_name: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    resolve_device(device_name, local)  # a bad or unavailable device: one line per rank, before any CUDA call
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device_name in ("auto",) or device_name.startswith("cuda")
         if use_cuda:
