@@ -99,6 +99,19 @@ def create_app(config: ServeConfig = ServeConfig()) -> FastAPI:
     )  # fmt: skip
     app.state.catalog, app.state.pool, app.state.models = catalog, pool, models
 
+    if config.loopback_only:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS))
+    _errors(app)
+
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _routes(app, catalog, pool, models)
+    return app
+
+
+def _routes(app: FastAPI, catalog: Catalog, pool: WorkerPool, models: ModelCache) -> None:
+    """The page and every JSON endpoint. Each image endpoint checks cheap things first (fields, model,
+    image header) and only then asks a worker for anything."""
     async def read_image_request(request: Request) -> tuple[ImageRequest, ModelEntry]:
         """The request's fields, then its model (400/404), then its image's header (413/415): cheap checks
         first, all before a worker is asked for anything."""
@@ -106,12 +119,6 @@ def create_app(config: ServeConfig = ServeConfig()) -> FastAPI:
         entry = catalog.get(req.model)
         check_image(req.image)
         return req, entry
-    if config.loopback_only:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS))
-    _errors(app)
-
-    app.add_middleware(SecurityHeaders)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -163,8 +170,6 @@ def create_app(config: ServeConfig = ServeConfig()) -> FastAPI:
     @app.get("/api/health", summary="Workers, queue and loaded models")
     async def health() -> dict[str, Any]:
         return {"ok": True, "workers": pool.workers, "queue": pool.queue, "loaded": models.loaded_ids()}
-
-    return app
 
 
 class SecurityHeaders:
