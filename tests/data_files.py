@@ -124,3 +124,13 @@ def _py2_write(out: io.BytesIO, obj: object) -> None:
         out.write(b"tb")
     else:
         raise TypeError(f"_py2_pickle cannot write {type(obj).__name__}")
+
+
+def replace_member(archive: Path, member: str, data: bytes, out: Path) -> Path:
+    """Copy a tar.gz, swapping one member's bytes."""
+    with tarfile.open(archive) as src, tarfile.open(out, "w:gz") as dst:
+        for info in src.getmembers():
+            payload = data if info.name.endswith("/" + member) else src.extractfile(info).read()
+            info.size = len(payload)
+            dst.addfile(info, io.BytesIO(payload))
+    return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import http.server
-import io
 import json
 import struct
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 
 from classicnets.data import DATASETS, DataFormatError, DatasetNotFoundError, DownloadError, download, load_dataset
 from classicnets.data.formats import MAX_IDX_BYTES, read_cifar_archive, read_idx
-from data_files import _py2_pickle, write_cifar_archive
+from data_files import _py2_pickle, replace_member, write_cifar_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -102,15 +101,6 @@ def _cifar(tmp_path: Path) -> Path:
     return write_cifar_archive(tmp_path / "good.tar.gz", "cifar10", train, test, CIFAR10_NAMES)
 
 
-def _swap_member(archive: Path, member: str, data: bytes, out: Path) -> Path:
-    with tarfile.open(archive) as src, tarfile.open(out, "w:gz") as dst:
-        for info in src.getmembers():
-            payload = data if info.name.endswith("/" + member) else src.extractfile(info).read()
-            info.size = len(payload)
-            dst.addfile(info, io.BytesIO(payload))
-    return out
-
-
 @pytest.mark.parametrize("shape", [(2, 3072), (1 << 20, 3072)])
 def test_cifar_array_without_pixel_bytes_is_refused(tmp_path, shape):
     """``numpy.ndarray(shape, 'u1')`` called from a pickle builds an array of uninitialised memory (a
@@ -119,7 +109,7 @@ def test_cifar_array_without_pixel_bytes_is_refused(tmp_path, shape):
              + b"tU\x02u1\x86R")
     labels = _py2_pickle({b"labels": [0, 1]})[3:-2]  # the dict's items, without PROTO, '}' and STOP
     evil = b"\x80\x02}(U\x04data" + array + labels + b"u."
-    bad = _swap_member(_cifar(tmp_path), "test_batch", evil, tmp_path / "cifar-10-python.tar.gz")
+    bad = replace_member(_cifar(tmp_path), "test_batch", evil, tmp_path / "cifar-10-python.tar.gz")
     with pytest.raises(DataFormatError, match=r"test_batch: refusing to call numpy\.ndarray"):
         read_cifar_archive(bad, "cifar10")
 

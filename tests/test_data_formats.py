@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import pickle
 import struct
@@ -17,7 +16,7 @@ import torch
 
 from classicnets.data import DATASETS, DataFormatError, DatasetNotFoundError, load_dataset
 from classicnets.data.formats import read_cifar_archive, read_idx
-from data_files import write_cifar_archive, write_idx
+from data_files import replace_member, write_cifar_archive, write_idx
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CIFAR10_NAMES = list(DATASETS["cifar10"].classes)
@@ -216,16 +215,6 @@ class _Exploit:
 class _EvalExploit(_Exploit):
     def __reduce__(self):
         return eval, (f"open({str(self.marker)!r}, 'w').close()",)
-
-
-def replace_member(archive: Path, member: str, data: bytes, out: Path) -> Path:
-    """Copy a tar.gz, swapping one member's bytes."""
-    with tarfile.open(archive) as src, tarfile.open(out, "w:gz") as dst:
-        for info in src.getmembers():
-            payload = data if info.name.endswith("/" + member) else src.extractfile(info).read()
-            info.size = len(payload)
-            dst.addfile(info, io.BytesIO(payload))
-    return out
 
 
 @pytest.mark.parametrize("exploit,refused", [(_Exploit, "posix.system"), (_EvalExploit, "builtins.eval")])
