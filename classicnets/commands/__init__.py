@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Sequence
 
+from . import claims as _claims
 from . import export as _export
 from . import inference as _inference
 from . import models as _models
@@ -29,7 +30,7 @@ from .errors import UserError
 __all__ = ["UserError", "build_parser", "main", "entry"]
 
 # Each module adds its subcommands, in the order `classicnets --help` lists them.
-_SUBCOMMANDS = (_models, _train, _inference, _show, _export, _studies, _serve)
+_SUBCOMMANDS = (_models, _train, _inference, _show, _export, _studies, _claims, _serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # benchmarks/allocator.py measures 1.01-1.07x on ours, never slower). Commands that train re-exec under it.
 JEMALLOC_PATHS = tuple(f"/usr/lib/{arch}-linux-gnu/libjemalloc.so.2" for arch in ("x86_64", "aarch64")) + (
     "/usr/lib/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")  # fmt: skip
-TRAINING_COMMANDS = {"train", "finetune", "study", "compare"}
+TRAINING_COMMANDS = {"train", "finetune", "study", "compare", "claims"}
 
 
 def reexec_with_jemalloc(argv: Sequence[str]) -> None:

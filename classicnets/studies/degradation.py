@@ -261,11 +261,14 @@ class Bench:
     on_batch: Callable[[str, int, torch.Tensor, torch.Tensor], None] | None = None
 
 
-def train_one(name: str, bench: Bench, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One net, one recipe: per-epoch rows and a run record with digests of the initial weights and batches."""
+def train_one(
+    name: str, bench: Bench, seed: int, build: Callable[[], torch.nn.Module] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One net, one recipe: per-epoch rows and a run record with digests of the initial weights and batches.
+    ``build()`` makes the net (default: ``build_net(name)``); it runs right after ``torch.manual_seed(seed)``."""
     recipe, loader = bench.recipe, bench.loader
     torch.manual_seed(seed)
-    model = build_net(name, num_classes=bench.num_classes, in_chans=bench.in_chans)
+    model = build() if build is not None else build_net(name, num_classes=bench.num_classes, in_chans=bench.in_chans)
     model = model.to(loader.device, memory_format=torch.channels_last)
     init_digest = state_digest(model)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,

@@ -1,0 +1,188 @@
+"""`classicnets claims`: the counting claims exactly, every training claim's experiment at a tiny budget (it
+runs, writes a verdict, a figure and a report), the verdict rules, and the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from classicnets.claims import CLAIMS, VERDICTS, get_claim, parse_budget, run_claim
+from classicnets.claims.registry import NOT_AT_BUDGET, format_budget
+from classicnets.claims.verdict import Paired, paired
+from classicnets.commands import main
+
+TRAINING = [c.name for c in CLAIMS if c.kind == "training"]
+
+
+def test_registry_is_complete_and_resolvable():
+    import importlib
+
+    names = [c.name for c in CLAIMS]
+    assert len(names) == len(set(names))
+    assert {c.net for c in CLAIMS} >= {"LeNet-5", "AlexNet", "VGG", "ResNet"}
+    for c in CLAIMS:
+        module, function = c.runner.split(":")
+        assert callable(getattr(importlib.import_module(f"classicnets.claims.{module}"), function))
+        assert (c.default_budget > 0) == (c.kind == "training")
+    with pytest.raises(ValueError, match="did you mean activations"):
+        get_claim("activation")
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("90", 90), ("10m", 600), ("1m30s", 90), ("1h", 3600),
+                                           ("2.5m", 150), (45, 45)])  # fmt: skip
+def test_parse_budget(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "ten minutes", "0", "-5m", "5x", "m"])
+def test_parse_budget_refuses(bad):
+    with pytest.raises(ValueError, match="budget"):
+        parse_budget(bad)
+
+
+def test_format_budget_round_trips():
+    for s in (20.0, 60.0, 90.0, 600.0, 1275.0):
+        assert parse_budget(format_budget(s)) == s
+
+
+# ------------------------------------------------------------------------------------------ verdict rules
+def test_paired_clear_needs_every_seed_and_two_standard_errors():
+    assert paired([0.30, 0.31, 0.32], [0.20, 0.21, 0.20]).clear()  # 10-12 points, every seed
+    assert not paired([0.30, 0.31, 0.19], [0.20, 0.21, 0.20]).clear()  # one seed disagrees
+    assert not Paired((0.1,)).clear()  # one seed is never clear
+    noisy = Paired((0.001, 0.05, 0.001))  # every seed agrees, but the mean (1.7 points) < 2 se (3.3 points)
+    assert noisy.wins == 3 and not noisy.clear()
+    assert Paired((-0.1, -0.11, -0.12)).clear_opposite()
+
+
+def test_paired_tied_within_noise_or_resolution():
+    assert Paired((0.01, -0.01, 0.005)).tied()
+    assert Paired((0.0004, 0.0004, 0.0004), resolution=0.0005).tied()  # below one test image
+    assert not Paired((0.05, 0.051, 0.049)).tied()
+    p = Paired((0.02, 0.01, 0.03))
+    assert math.isclose(p.mean, 0.02) and math.isclose(p.sd, 0.01) and p.wins == 3
+    assert p.text() == "+2.00 points (sd 1.00, 3/3 seeds)"
+
+
+# ------------------------------------------------------------------------------------------ counting, exact
+def _numbers(tmp_path, name):
+    record = run_claim(name, root=tmp_path, say=lambda m: None)
+    assert record["verdict"] in VERDICTS
+    assert (tmp_path / name / "report.md").read_text().startswith(f"# Claim `{name}`")
+    assert f"`classicnets claims run {name}`" in (tmp_path / name / "report.md").read_text()
+    assert json.loads((tmp_path / name / "verdict.json").read_text())["verdict"] == record["verdict"]
+    return record
+
+
+def test_lenet5_params(tmp_path):
+    r = _numbers(tmp_path, "lenet5-params")
+    assert r["numbers"] == {"lenet5": 60_000, "lenet5_modern": 61_706} and r["verdict"] == "holds"
+
+
+def test_alexnet_size(tmp_path):
+    r = _numbers(tmp_path, "alexnet-size")
+    assert r["numbers"]["params"] == {"alexnet_paper": 60_965_224, "alexnet": 61_100_840}
+    # conv1 55x55x96, conv2 27x27x256, conv3/conv4 13x13x384, conv5 13x13x256, fc6/fc7 4096, fc8 1000
+    assert r["numbers"]["neurons"] == 55 * 55 * 96 + 27 * 27 * 256 + 2 * 13 * 13 * 384 + 13 * 13 * 256 + 2 * 4096 + 1000
+    assert r["numbers"]["neurons"] == 659_272 and r["verdict"] == "holds"
+
+
+def test_vgg16_fc_share(tmp_path):
+    r = _numbers(tmp_path, "vgg16-fc-share")
+    fc = (25088 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 1000 + 1000)
+    assert r["numbers"]["params"] == 138_357_544 and r["numbers"]["fc_params"] == fc == 123_642_856
+    assert math.isclose(r["numbers"]["fc_share"], fc / 138_357_544) and r["verdict"] == "holds"
+
+
+def test_shrink_grow_finds_alexnet_conv5(tmp_path):
+    r = _numbers(tmp_path, "shrink-grow")
+    assert r["verdict"] == "holds partly"
+    assert r["numbers"]["stage_exceptions"] == []
+    assert r["numbers"]["layer_exceptions"] == ["alexnet_paper features.10 (384 channels) -> features.12 (256)"]
+
+
+def test_stacked_3x3(tmp_path):
+    r = _numbers(tmp_path, "stacked-3x3")
+    by = {row["layers"]: row for row in r["numbers"]["rows"]}
+    assert (by["2 x 3x3"]["receptive field"], by["2 x 3x3"]["params"]) == (5, 18 * 64 * 64)
+    assert (by["1 x 5x5"]["receptive field"], by["1 x 5x5"]["params"]) == (5, 25 * 64 * 64)
+    assert (by["3 x 3x3"]["receptive field"], by["3 x 3x3"]["params"]) == (7, 27 * 64 * 64)
+    assert (by["1 x 7x7"]["receptive field"], by["1 x 7x7"]["params"]) == (7, 49 * 64 * 64)
+    assert r["verdict"] == "holds"
+
+
+def test_resnet_skips(tmp_path):
+    r = _numbers(tmp_path, "resnet-skips")
+    rows = {row["net"]: row for row in r["numbers"]["rows"]}
+    for depth in (20, 32, 44, 56, 110):  # basic blocks: (L - 2) / 2
+        assert rows[f"resnet{depth}"]["layers L"] == depth
+        assert rows[f"resnet{depth}"]["skip connections"] == (depth - 2) // 2
+    for name, depth, blocks in (("resnet18", 18, 8), ("resnet34", 34, 16), ("resnet50", 50, 16),
+                                ("resnet101", 101, 33), ("resnet152", 152, 50)):  # fmt: skip
+        assert (rows[name]["layers L"], rows[name]["skip connections"]) == (depth, blocks)
+
+
+def test_a_new_run_keeps_the_old_report(tmp_path):
+    run_claim("stacked-3x3", root=tmp_path, say=lambda m: None)
+    first = (tmp_path / "stacked-3x3" / "verdict.json").read_text()
+    run_claim("stacked-3x3", root=tmp_path, say=lambda m: None)
+    kept = list((tmp_path / "stacked-3x3" / "history").glob("*/verdict.json"))
+    assert len(kept) == 1 and kept[0].read_text() == first
+    assert (kept[0].parent / "report.md").exists()
+
+
+# ------------------------------------------------------------------------------------------ training, tiny budget
+@pytest.mark.parametrize("name", TRAINING)
+def test_training_claim_runs_at_a_tiny_budget(tmp_path, name):
+    record = run_claim(name, budget=2, seeds=2, threads=1, root=tmp_path, say=lambda m: None)
+    out = tmp_path / name
+    assert record["verdict"] in VERDICTS and record["seeds"] == [0, 1]
+    if record["verdict"] == NOT_AT_BUDGET:
+        assert record["settle"]  # says what would settle it
+    report = (out / "report.md").read_text()
+    assert f"`classicnets claims run {name} --budget 2s --seeds 2 --threads 1`" in report
+    assert f"**Verdict: {record['verdict']}**" in report
+    figures = list(out.glob("*.png"))
+    assert figures and all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 5000 for f in figures)
+    assert all(f"]({f.name})" in report for f in figures)
+    assert json.loads((out / "results.json").read_text())["numbers"] == json.loads(json.dumps(record["numbers"]))
+
+
+def test_twins_share_initial_weights_and_batches(tmp_path):
+    run_claim("activations", budget=2, seeds=2, threads=1, root=tmp_path, say=lambda m: None)
+    runs = json.loads((tmp_path / "activations" / "results.json").read_text())["runs"]
+    for seed in (0, 1):
+        mine = [r for r in runs if r["seed"] == seed]
+        assert [r["net"] for r in mine] == ["sigmoid", "tanh", "relu"]
+        assert len({r["init_digest"] for r in mine}) == 1  # the activation is the only difference
+        assert len({r["batch_digest"] for r in mine}) == 1  # the same batches in the same order
+    assert runs[0]["init_digest"] != runs[3]["init_digest"]  # another seed, other weights
+
+
+# ------------------------------------------------------------------------------------------ command line
+def test_cli_lists_claims_with_their_status(tmp_path, capsys):
+    run_claim("lenet5-params", root=tmp_path, say=lambda m: None)
+    assert main(["claims", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert all(c.name in out for c in CLAIMS)
+    assert "HOLDS" in out.splitlines()[1] and out.count("not run") == len(CLAIMS) - 1
+
+
+def test_cli_runs_a_claim(tmp_path, capsys):
+    assert main(["claims", "run", "identity", "--budget", "2s", "--seeds", "2", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "VERDICT:" in out and (tmp_path / "identity" / "report.md").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["claims", "run", "nope"], "unknown claim 'nope'"),
+    (["claims", "run", "identity", "--budget", "soon"], "budget must look like"),
+    (["claims", "run", "identity", "--seeds", "0"], "--seeds must be >= 1"),
+])  # fmt: skip
+def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
+    assert main([*argv, "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "identity").exists()
