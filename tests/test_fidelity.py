@@ -145,6 +145,7 @@ def test_vgg_lrn_is_the_alexnet_formula() -> None:
 
 # -------------------------------------------------------------------------------------------- AlexNet
 def test_alexnet_paper_drops_the_outputs_of_fc6_and_fc7() -> None:
+    torch.manual_seed(0)
     model = create_model("alexnet_paper", num_classes=10)
     assert [type(m).__name__ for m in model.classifier] == [
         "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]  # fmt: skip
