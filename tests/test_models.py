@@ -122,17 +122,22 @@ BOTTLENECK_PROJECTIONS = (
 
 # Every model's trainable-parameter count at its default classes, written out here so that a wrong card (or
 # a card and a model wrong together) cannot hide a wrong model. Sources: the papers (LeNet-5's per-layer
-# counts, AlexNet's Fig. 2 layout, He et al.'s CIFAR nets counted exactly), torchvision's published
+# counts, AlexNet's Fig. 2 layout, He et al.'s CIFAR nets counted exactly, VGG's C and A-LRN from the arithmetic
+# beside them), torchvision's published
 # figures (its weights' metadata), and for the plain twins the arithmetic above.
 REFERENCE_COUNTS = {
     "lenet5": 60_000, "lenet5_modern": 61_706, "alexnet": 61_100_840, "alexnet_paper": 60_965_224,
     "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
+    # the paper-only configurations: A-LRN is A plus a parameter-free LRN; C is D with three 3x3 convs made 1x1
+    "vgg11_lrn": 132_863_336, "vgg16_c": 138_357_544 - (256 * 256 + 2 * 512 * 512) * (9 - 1),  # 133,638,952
     "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
     "resnet18": 11_689_512, "plain18": 11_689_512 - BASIC_PROJECTIONS,  # 11,515,688
     "resnet34": 21_797_672, "plain34": 21_797_672 - BASIC_PROJECTIONS,  # 21,623,848
     "resnet50": 25_557_032, "plain50": 25_557_032 - BOTTLENECK_PROJECTIONS,  # 22,780,456
     "resnet101": 44_549_160, "plain101": 44_549_160 - BOTTLENECK_PROJECTIONS,  # 41,772,584
     "resnet152": 60_192_808, "plain152": 60_192_808 - BOTTLENECK_PROJECTIONS,  # 57,416,232
+    # v1 moves a stride, no weight: the counts of v1.5
+    "resnet50_v1": 25_557_032, "resnet101_v1": 44_549_160, "resnet152_v1": 60_192_808,
     # CIFAR (option A): the plain twin has exactly the residual net's parameters (He et al. Section 4.2).
     "resnet20": 269_722, "plain20": 269_722, "resnet32": 464_154, "plain32": 464_154,
     "resnet44": 658_586, "plain44": 658_586, "resnet56": 853_018, "plain56": 853_018,

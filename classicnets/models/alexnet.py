@@ -4,7 +4,8 @@ Networks", NeurIPS 2012) and the single-tower layout torchvision ships (Krizhevs
 ``alexnet_paper``: 227x227 input (the paper's "224" does not give its 55x55 maps), 96-256-384-384-256
 conv channels; conv2, conv4 and conv5 only see the kernel maps on their own GPU, which is ``groups=2``;
 local response normalisation after the ReLUs of conv1 and conv2 (k=2, n=5, alpha=1e-4, beta=0.75);
-overlapping 3x3 stride-2 max-pooling; dropout 0.5 in fc6 and fc7. 60,965,224 parameters.
+overlapping 3x3 stride-2 max-pooling; dropout 0.5 on the outputs of fc6 and fc7 (torchvision's layout drops
+their inputs instead: pool5's and fc6's outputs). 60,965,224 parameters.
 PyTorch's ``LocalResponseNorm`` divides alpha by n, so we pass ``alpha * n`` to get the paper's formula.
 Init as in Section 5: weights N(0, 0.01), biases 1 in conv2, conv4, conv5 and the hidden FC layers, else 0.
 
@@ -68,17 +69,36 @@ class AlexNet(FeaturesClassifierNet):
                 nn.MaxPool2d(kernel_size=3, stride=2),
             )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout),
+        self.classifier = self._paper_classifier(num_classes) if paper else self._torchvision_classifier(num_classes)
+        if paper:
+            self._paper_init()
+
+    def _paper_classifier(self, num_classes: int) -> nn.Sequential:
+        """fc6, fc7, fc8; dropout zeroes the *outputs* of fc6 and fc7. Section 4.2: dropout is "setting to zero
+        the output of each hidden neuron with probability 0.5" and "we use dropout in the first two
+        fully-connected layers"; cuda-convnet's layers-imagenet config drops fc6's and fc7's outputs too.
+        The last Linear is ``classifier.6`` in both layouts."""
+        return nn.Sequential(
+            nn.Linear(256 * 6 * 6, 4096),  # fc6
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=self.dropout),
+            nn.Linear(4096, 4096),  # fc7
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=self.dropout),
+            nn.Linear(4096, num_classes),  # fc8
+        )
+
+    def _torchvision_classifier(self, num_classes: int) -> nn.Sequential:
+        """torchvision's order (its state-dict keys): dropout on the *inputs* of fc6 and fc7."""
+        return nn.Sequential(
+            nn.Dropout(p=self.dropout),
             nn.Linear(256 * 6 * 6, 4096),
             nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
+            nn.Dropout(p=self.dropout),
             nn.Linear(4096, 4096),
             nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
         )
-        if paper:
-            self._paper_init()
 
     @torch.no_grad()
     def _paper_init(self) -> None:
@@ -121,7 +141,8 @@ def alexnet(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) ->
     params_source="classicnets' exact count of the layout of Section 3.5 / Fig. 2; "
     "the paper says only '60 million parameters'",
     stages=stage_infos(("features.3", 96, 8), ("features.7", 256, 16), ("features.14", 256, 32)),
-    notes="two-GPU split as groups=2 on conv2/4/5, LRN after conv1 and conv2, 227x227 input",
+    notes="two-GPU split as groups=2 on conv2/4/5, LRN after conv1 and conv2, 227x227 input, "
+    "dropout on the outputs of fc6 and fc7",
 )  # fmt: skip
 def alexnet_paper(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
     """AlexNet as in the 2012 paper: two towers as groups=2, LRN after conv1 and conv2, 227x227 input."""

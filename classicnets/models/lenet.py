@@ -30,8 +30,17 @@ Deviations from the paper, all deliberate:
 * Larger inputs: a global average pool after C5 (the identity at 32x32) lets the net take any input of at
   least 32x32. The paper's input scaling (background -0.1, ink 1.175) is left to the data pipeline.
 
-``lenet5_modern`` is the LeNet most courses teach (d2l, mmpretrain): ReLU, max-pooling, a fully connected
-C3 and a linear output layer, 61,706 parameters.
+MACs (``classicnets summary lenet5``) count what a layer multiplies, not the paper's "connections": S2 and
+S4 count one multiply per output unit (the coefficient; the 2x2 sum is additions), 1,176 and 400, where
+the paper counts each unit's 4 inputs + bias, 5,880 and 2,000 connections. C3 counts the 150,000 MACs of
+its connection table (60 kernels of 5x5 at 10x10 positions; the paper's 151,600 connections add the 1,600
+bias terms), but runs as one dense convolution with a masked kernel: 16*6*25*100 = 240,000 MACs executed,
+90,000 of them multiplications by zero.
+
+``lenet5_modern`` has the layer sizes of the LeNet-5 that courses and libraries teach (a fully connected
+C3, F6 84 units, a linear 10-way output: 61,706 parameters) with ReLU and 2x2 max-pooling, as in PyTorch's
+"Neural Networks" tutorial. Those tutorials share the sizes and the count, not the nonlinearity or the
+pooling: d2l.ai's LeNet uses sigmoid and average pooling, mmpretrain's tanh and average pooling.
 """
 
 from __future__ import annotations
@@ -136,7 +145,7 @@ class PartialConv2d(nn.Module):
 
     def macs(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> int:
         h, w = output_shape[-2], output_shape[-1]
-        return h * w * self.weight.numel()
+        return h * w * self.weight.numel()  # the table's connections; forward's dense conv runs 16*6/60 times more
 
 
 class RBFOutput(nn.Module):
@@ -232,7 +241,8 @@ class LeNet5(_LeNet):
 
 
 class LeNet5Modern(_LeNet):
-    """The modern LeNet-5: ReLU, 2x2 max-pool, full C3, linear output (61,706 parameters)."""
+    """The modern LeNet-5: ReLU, 2x2 max-pool, full C3, linear output (61,706 parameters; the count of the
+    d2l.ai and mmpretrain LeNets too, which use sigmoid or tanh and average pooling)."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__(num_classes, in_chans)
@@ -272,7 +282,9 @@ def _card(name: str) -> dict:
     classifier_tensor="output.centres",  # the RBF centres are a buffer, (num_classes, 84)
     stages=stage_infos(("features.act1", 6, 1), ("features.act2", 6, 2), ("features.act3", 16, 2),
                        ("features.act4", 16, 4), ("features.act5", 120, 4)),
-    notes="paper-faithful: scaled tanh, trainable subsampling, C3 connection table, fixed RBF output",
+    notes="paper-faithful: scaled tanh, trainable subsampling, C3 connection table, fixed RBF output. MACs: S2/S4 "
+    "count one multiply per output (the paper: 4 inputs + bias per unit); C3 counts its table's 150,000 but runs "
+    "as a dense masked conv, 240,000 MACs executed",
 )  # fmt: skip
 def lenet5(num_classes: int = 10, in_chans: int = 1) -> LeNet5:
     """LeNet-5 as in the paper: scaled tanh, trainable subsampling, C3 connection table, fixed RBF output."""
@@ -281,13 +293,14 @@ def lenet5(num_classes: int = 10, in_chans: int = 1) -> LeNet5:
 
 @register_model(
     **_card("lenet5_modern"), paper_params=61_706, params_kind="exact-of-reference",
-    params_source="classicnets' exact count of the LeNet-5 of d2l.ai and mmpretrain (same layer sizes): "
-    "156 + 2,416 + 48,120 + 10,164 + 850 = 61,706",
+    params_source="classicnets' exact count of the layer sizes the LeNet-5 of d2l.ai, mmpretrain and PyTorch's "
+    "'Neural Networks' tutorial share: 156 + 2,416 + 48,120 + 10,164 + 850 = 61,706",
     classifier_tensor="output.weight",
     stages=stage_infos(("features.act1", 6, 1), ("features.s2", 6, 2), ("features.act3", 16, 2),
                        ("features.s4", 16, 4), ("features.act5", 120, 4)),
-    notes="modern: ReLU, max-pool, full C3, linear output",
+    notes="modern: ReLU, max-pool (as PyTorch's tutorial; d2l.ai uses sigmoid and average pooling, mmpretrain "
+    "tanh and average pooling: only the layer sizes and the 61,706 count are shared), full C3, linear output",
 )  # fmt: skip
 def lenet5_modern(num_classes: int = 10, in_chans: int = 1) -> LeNet5Modern:
-    """The modern LeNet-5 most courses teach: ReLU, 2x2 max-pool, full C3, linear output."""
+    """The modern LeNet-5 (the layer sizes courses teach): ReLU, 2x2 max-pool, full C3, linear output."""
     return LeNet5Modern(num_classes, in_chans)

@@ -7,9 +7,15 @@ resolution), global average pooling and one FC layer. Shortcut option B (Section
 shape is unchanged, a 1x1 projection + BN where it changes; option ``"none"`` removes the skip connections,
 and with them the projections, giving the "plain" baselines of Table 2 / Fig. 4.
 
-Bottleneck puts the stride on its 3x3 conv (the "ResNet v1.5" torchvision and timm use; the paper strides
-the first 1x1). Parameter counts and state-dict keys (``conv1``, ``bn1``, ``layer1``-``layer4``, ``fc``)
-are torchvision's, so its weights load unchanged.
+``resnet50``/``101``/``152`` put a Bottleneck's stride on its 3x3 conv (the "ResNet v1.5" of torchvision
+and timm); ``resnet50_v1``/``101_v1``/``152_v1`` stride the first 1x1 as the paper and its released Caffe
+models do (``stride_in_1x1=True``). Moving the stride changes no shape of any weight, so both have the
+same parameters. v1 runs the first 1x1 of a downsampling block on the already subsampled map (a quarter of
+the positions), which gives the MACs of He et al. Table 1 (3.86 / 7.57 / 11.28 G at 224x224 against
+v1.5's 4.09 / 7.80 / 11.51), and its 3x3 after the stride widens the receptive field (483 / 1027 / 1507
+pixels against v1.5's 427 / 971 / 1451). Parameter counts and state-dict
+keys (``conv1``, ``bn1``, ``layer1``-``layer4``, ``fc``) are torchvision's, so its weights load unchanged
+into either (into v1 they are weights trained for another net: fine-tune before trusting them).
 """
 
 from __future__ import annotations
@@ -72,17 +78,19 @@ class BasicBlock(ResidualBlock):
 
 
 class Bottleneck(ResidualBlock):
-    """1x1 reduce, 3x3 (strided), 1x1 expand by 4; shortcut as in BasicBlock."""
+    """1x1 reduce, 3x3, 1x1 expand by 4; shortcut as in BasicBlock. The stride is on the 3x3 (v1.5), or on
+    the first 1x1 with ``stride_in_1x1=True`` (v1, the paper's)."""
 
     expansion = 4
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, skip: bool = True
-    ) -> None:
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, skip: bool = True,
+        *, stride_in_1x1: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
+        self.conv1 = conv1x1(inplanes, planes, stride if stride_in_1x1 else 1)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
+        self.conv2 = conv3x3(planes, planes, 1 if stride_in_1x1 else stride)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -152,7 +160,8 @@ def init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
 
 
 class ResNet(GlobalPoolNet):
-    """ImageNet ResNet. ``stem="cifar"`` swaps the 7x7/2 conv + max-pool for one 3x3/1 conv (for 32x32)."""
+    """ImageNet ResNet. ``stem="cifar"`` swaps the 7x7/2 conv + max-pool for one 3x3/1 conv (for 32x32);
+    ``stride_in_1x1=True`` strides each Bottleneck's first 1x1 instead of its 3x3 (v1, the paper's)."""
 
     def __init__(
         self,
@@ -164,12 +173,16 @@ class ResNet(GlobalPoolNet):
         shortcut: str = "B",
         zero_init_residual: bool = False,
         stem: str = "imagenet",
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__(num_classes, in_chans)
         check_shortcut(shortcut, zero_init_residual)
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if stride_in_1x1 and block is not Bottleneck:
+            raise ValueError("stride_in_1x1 applies to Bottleneck blocks only (ResNet-50 and deeper)")
         self.shortcut, self.stem = shortcut, stem
+        self.stride_in_1x1 = stride_in_1x1
         self.default_input_size = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
         self.min_input_size = (1, 1)  # every conv and pool is padded, so even 1x1 flows through
         if stem == "imagenet":
@@ -195,7 +208,8 @@ class ResNet(GlobalPoolNet):
         for i in range(blocks):
             s = stride if i == 0 else 1
             down = make_shortcut(self.shortcut, self.inplanes, planes * block.expansion, s)
-            layers.append(block(self.inplanes, planes, s, down, skip=self.shortcut != "none"))
+            extra = {"stride_in_1x1": True} if self.stride_in_1x1 else {}  # BasicBlock has no such option
+            layers.append(block(self.inplanes, planes, s, down, skip=self.shortcut != "none", **extra))
             self.inplanes = planes * block.expansion
         return nn.Sequential(*layers)
 
@@ -225,7 +239,8 @@ def _card(name: str, block: Type[BasicBlock | Bottleneck], tv_params: int | None
         notes = "plain twin: skip connections and projections removed"
     else:
         source = f"torchvision ResNet{depth}_Weights.IMAGENET1K_V1.meta['num_params'] (= timm; He et al. print none)"
-        notes = "shortcut option B, stride on the 3x3 (v1.5); loads torchvision weights"
+        stride = f"stride on the 3x3 (v1.5; the paper's v1 is resnet{depth}_v1)" if e == 4 else "the paper's layout"
+        notes = f"shortcut option B, {stride}; loads torchvision weights"
     stages = stage_infos(
         ("relu", 64, 2), ("layer1", 64 * e, 4), ("layer2", 128 * e, 8), ("layer3", 256 * e, 16), ("layer4", 512 * e, 32)
     )
@@ -236,6 +251,27 @@ def _card(name: str, block: Type[BasicBlock | Bottleneck], tv_params: int | None
         twin=f"resnet{depth}" if plain else f"plain{depth}", notes=notes,
         torchvision_name=None if plain else name, residual=not plain,
     )  # fmt: skip
+
+
+# torchvision's parameter counts of the bottleneck nets (ResNetN_Weights.IMAGENET1K_V1.meta['num_params']).
+TV_BOTTLENECK_PARAMS = {"50": 25_557_032, "101": 44_549_160, "152": 60_192_808}
+# He et al. Table 1's FLOPs (multiply-adds, x10^9) of the bottleneck nets, which v1 reproduces.
+TABLE1_GMACS = {"50": 3.8, "101": 7.6, "152": 11.3}
+
+
+def _card_v1(depth: str) -> dict:
+    """Card fields of ``resnet{depth}_v1``: resnet{depth}'s, with the paper's stride placement."""
+    card = _card(f"resnet{depth}", Bottleneck, tv_params=TV_BOTTLENECK_PARAMS[depth])
+    card.update(
+        name=f"resnet{depth}_v1", params_kind="exact-of-reference", twin=None, torchvision_name=None,
+        params_source=f"classicnets' exact count of the v1 layout (He et al.'s released Caffe models: stride on "
+        f"the first 1x1); moving a stride changes no weight shape, so it equals torchvision's "
+        f"ResNet{depth}_Weights.IMAGENET1K_V1.meta['num_params']; He et al. print no count",
+        notes=f"the paper's v1: stride on the first 1x1 of a block, shortcut option B; He et al. Table 1's "
+        f"{TABLE1_GMACS[depth]}x10^9 FLOPs at 224x224; loads torchvision's resnet{depth} state dict (same keys and "
+        f"shapes; those weights were trained as v1.5); no plain twin (plain{depth} is v1.5's)",
+    )  # fmt: skip
+    return card
 
 
 @register_model(**_card("resnet18", BasicBlock, tv_params=11_689_512))
@@ -274,13 +310,22 @@ def plain34(
                   shortcut="none", zero_init_residual=zero_init_residual, stem=stem)
 
 
-@register_model(**_card("resnet50", Bottleneck, tv_params=25_557_032))
+@register_model(**_card("resnet50", Bottleneck, tv_params=TV_BOTTLENECK_PARAMS["50"]))
 def resnet50(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans,
                   shortcut="B", zero_init_residual=zero_init_residual, stem=stem)
+
+
+@register_model(**_card_v1("50"))
+def resnet50_v1(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """ResNet-50 v1 as in the paper (Bottleneck, [3, 4, 6, 3], stride on the first 1x1 of a block)."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans, shortcut="B",
+                  zero_init_residual=zero_init_residual, stem=stem, stride_in_1x1=True)
 
 
 @register_model(**_card("plain50", Bottleneck))
@@ -292,13 +337,22 @@ def plain50(
                   shortcut="none", zero_init_residual=zero_init_residual, stem=stem)
 
 
-@register_model(**_card("resnet101", Bottleneck, tv_params=44_549_160))
+@register_model(**_card("resnet101", Bottleneck, tv_params=TV_BOTTLENECK_PARAMS["101"]))
 def resnet101(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
     return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_chans,
                   shortcut="B", zero_init_residual=zero_init_residual, stem=stem)
+
+
+@register_model(**_card_v1("101"))
+def resnet101_v1(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """ResNet-101 v1 as in the paper (Bottleneck, [3, 4, 23, 3], stride on the first 1x1 of a block)."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_chans, shortcut="B",
+                  zero_init_residual=zero_init_residual, stem=stem, stride_in_1x1=True)
 
 
 @register_model(**_card("plain101", Bottleneck))
@@ -310,13 +364,22 @@ def plain101(
                   shortcut="none", zero_init_residual=zero_init_residual, stem=stem)
 
 
-@register_model(**_card("resnet152", Bottleneck, tv_params=60_192_808))
+@register_model(**_card("resnet152", Bottleneck, tv_params=TV_BOTTLENECK_PARAMS["152"]))
 def resnet152(
     num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
 ) -> ResNet:
     """ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
     return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_chans,
                   shortcut="B", zero_init_residual=zero_init_residual, stem=stem)
+
+
+@register_model(**_card_v1("152"))
+def resnet152_v1(
+    num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False, stem: str = "imagenet"
+) -> ResNet:
+    """ResNet-152 v1 as in the paper (Bottleneck, [3, 8, 36, 3], stride on the first 1x1 of a block)."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_chans, shortcut="B",
+                  zero_init_residual=zero_init_residual, stem=stem, stride_in_1x1=True)
 
 
 @register_model(**_card("plain152", Bottleneck))
