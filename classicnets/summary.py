@@ -72,6 +72,7 @@ class Summary:
     output_shape: tuple[int, ...]
     paper_params: int | None = None
     skip_connections: int = 0
+    params_kind: str = "paper"  # where paper_params comes from: a key of models.registry.PARAMS_KINDS
     model_name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,12 +91,15 @@ class Summary:
         return buf.getvalue()
 
     def paper_note(self) -> str:
-        """``paper: 60,000 (matches)``, ``paper: 138,000,000 (differs by 357,544)`` or ``''``."""
+        """``paper: 60,000 (matches)``, ``torchvision: 138,357,544 (matches)``, ``... (differs by +357,544)``
+        or ``''``: the reference count, labelled with where it comes from (the card's ``params_kind``)."""
         if self.paper_params is None:
             return ""
         diff = self.total_params - self.paper_params
         verdict = "matches" if diff == 0 else f"differs by {diff:+,}"
-        return f"paper: {self.paper_params:,} ({verdict})"
+        label = {"torchvision": "torchvision", "exact-of-rounded": "exact count of the paper's layout",
+                 "exact-of-reference": "reference layout"}.get(self.params_kind, "paper")  # fmt: skip
+        return f"{label}: {self.paper_params:,} ({verdict})"
 
     def to_table(self) -> str:
         frozen = any(r.non_trainable for r in self.rows)
@@ -357,6 +361,18 @@ def _leaves(model: nn.Module) -> dict[nn.Module, str]:
     return leaves
 
 
+def _params_kind(model: nn.Module) -> str:
+    name = getattr(model, "model_name", None)
+    if getattr(model, "paper_params", None) is not None or not isinstance(name, str):
+        return "paper"
+    try:
+        from classicnets.models.registry import model_card
+
+        return model_card(name).params_kind
+    except (ImportError, ValueError):
+        return "paper"
+
+
 def _paper_params(model: nn.Module) -> int | None:
     own = getattr(model, "paper_params", None)
     if own is not None:
@@ -535,6 +551,7 @@ def summary(
         input_size=size,
         output_shape=tuple(y.shape[1:]),
         paper_params=_paper_params(model),
+        params_kind=_params_kind(model),
         skip_connections=count_skip_connections(model),
         model_name=str(getattr(model, "model_name", type(model).__name__)),
     )

@@ -45,7 +45,7 @@ def test_summary_vgg16_table(capsys: pytest.CaptureFixture) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "features.0" in out and "3*3*3*64 + 64" in out
-    assert "138,357,544   paper: 138,357,544 (matches)" in out
+    assert "138,357,544   torchvision: 138,357,544 (matches)" in out
     assert "15.47 G" in out
 
 

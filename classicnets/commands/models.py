@@ -41,6 +41,11 @@ def human(n: float) -> str:
     return f"{n:.0f}"
 
 
+# the models table's "source" column: where the count a model's parameters equal comes from (PARAMS_KINDS)
+SOURCE_CODES = {"paper": "paper", "torchvision": "tv", "exact-of-rounded": "~paper", "exact-of-reference": "ref",
+                "none": "-"}  # fmt: skip
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import torch
 
@@ -59,21 +64,28 @@ def cmd_models(args: argparse.Namespace) -> int:
         rows.append({
             "name": name, "params": s.total_params, "paper_params": card.paper_params, "macs": s.total_macs,
             "input": "x".join(map(str, card.default_input_size)), "skips": s.skip_connections,
-            "year": card.year, "paper": card.paper, "notes": card.notes,
+            "year": card.year, "paper": card.paper, "notes": card.notes, "params_kind": card.params_kind,
+            "params_source": card.params_source,
         })  # fmt: skip
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'model':<14} {'params':>13} {'paper':>7} {'MACs':>10} {'input':>10} {'skips':>5}  {'year':<4}  notes"
+    header = f"{'model':<14} {'params':>13} {'source':>7} {'MACs':>10} {'input':>10} {'skips':>5}  {'year':<4}  notes"
     print(header)
     print("-" * len(header))
     for r in rows:
-        check = "-" if r["paper_params"] is None else ("=" if r["paper_params"] == r["params"] else "DIFF")
+        check = "-" if r["paper_params"] is None else (SOURCE_CODES[r["params_kind"]] if r["paper_params"] == r["params"]
+                                                      else "DIFF")  # fmt: skip
         print(
             f"{r['name']:<14} {r['params']:>13,} {check:>7} {human(r['macs']):>10} {r['input']:>10} "
             f"{r['skips']:>5}  {r['year']:<4}  {r['notes']}"
         )
-    print(f"\n{len(rows)} models. 'paper' '=' means the count equals the published one to the unit.")
+    from ..models.registry import PARAMS_KINDS
+
+    print(f"\n{len(rows)} models. 'source' says where the reference count that 'params' equals to the unit comes from:")
+    for kind, code in SOURCE_CODES.items():
+        print(f"  {code:>6}  {PARAMS_KINDS[kind]}")
+    print("  (`classicnets summary NAME` and model_card(NAME).params_source give the exact source)")
     return 0
 
 
