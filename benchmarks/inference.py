@@ -8,11 +8,12 @@
 For each model, in one process:
 
 * ``classicnets``: what ``classicnets eval`` and ``predict`` run (``classicnets.train.step.predict_logits``):
-  the model in eval mode, NCHW, under ``torch.no_grad`` and the autocast ``amp="auto"`` picks (bf16 where
+  the model in eval mode and channels_last (``classicnets.inference.for_inference``), under ``torch.no_grad`` and the autocast ``amp="auto"`` picks (bf16 where
   the CPU multiplies bf16 natively: AVX512-BF16 or AMX; fp32 on an AVX2-only CPU), no test-time flip;
 * ``onnxruntime``: the same weights exported by ``classicnets.export.export`` (the dynamo exporter, fp32)
   and run by ONNX Runtime's CPU execution provider with ``intra_op_num_threads`` = ``--threads``;
-* inference-mode tricks, as variants only: fp32 (no autocast), channels_last, ``torch.inference_mode``,
+* inference-mode tricks, as variants: fp32 (no autocast), NCHW (the layout eval used before it adopted
+  channels_last), the input also converted to channels_last, ``torch.inference_mode``,
   batch-norm folded into the convolutions (``torch.jit.freeze`` of a trace, fp32: frozen graphs do not
   autocast), and with
   ``--compile`` ``torch.compile``.
@@ -63,11 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="throughput repeats (default 5, --quick 3)")
     p.add_argument("--rounds", type=int, default=None, help="latency rounds (default 10, --quick 4)")
     p.add_argument("--calls", type=int, default=20, help="timed batch-1 calls per variant per round")
-    p.add_argument("--quick", action="store_true", help="fewer repeats and rounds; under a minute")
+    p.add_argument("--quick", action="store_true", help="classicnets and onnxruntime only, fewer repeats; < 1 min")
     p.add_argument("--no-tricks", action="store_true", help="only classicnets and onnxruntime")
     p.add_argument("--compile", action="store_true", help="add torch.compile variants (minutes to compile)")
     p.add_argument("--json", default=None, help="write the results here (default benchmarks/results/inference.json)")
     args = p.parse_args(argv)
+    args.no_tricks = args.no_tricks or args.quick
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.rounds = args.rounds or (4 if args.quick else 10)
     return args
@@ -126,23 +128,27 @@ def jit_frozen(model: Any, example: Any) -> Any:
 
 
 def build_variants(args: argparse.Namespace, model: Any, onnx_path: Path, threads: int, example: Any) -> dict:
-    """name -> (callable, amp dtype or None)."""
+    """name -> (callable, amp dtype or None). ``model`` is the freshly built NCHW model."""
+    import copy
+
     import torch
 
+    from classicnets.inference import for_inference
     from classicnets.train.runtime import amp_dtype
 
     amp = amp_dtype("auto", torch.device("cpu"))
+    lib = for_inference(copy.deepcopy(model))  # the layout eval/predict run in (channels_last)
     out: dict[str, tuple[Callable, Any]] = {
-        LIB: (torch_variant(model, amp), amp),
+        LIB: (torch_variant(lib, amp), amp),
         ORT: (ort_variant(ort_session(onnx_path, threads)), None),
     }
     if args.no_tricks:
         return out
     if amp is not None:
-        out["torch fp32"] = (torch_variant(model, None), None)
-    out["+ channels_last"] = (torch_variant(model.to(memory_format=torch.channels_last), amp, channels_last=True), amp)
-    model.to(memory_format=torch.contiguous_format)
-    out["+ inference_mode"] = (torch_variant(model, amp, inference_mode=True), amp)
+        out["torch fp32"] = (torch_variant(lib, None), None)
+    out["NCHW (before)"] = (torch_variant(model, amp), amp)
+    out["+ channels_last in"] = (torch_variant(lib, amp, channels_last=True), amp)
+    out["+ inference_mode"] = (torch_variant(lib, amp, inference_mode=True), amp)
     try:
         out["BN folded fp32"] = (torch_variant(jit_frozen(model, example), None), None)
     except Exception as exc:  # noqa: BLE001 - a trick that does not apply is reported, not fatal

@@ -115,3 +115,36 @@ def test_missing_onnxruntime_names_the_package(trained, monkeypatch: pytest.Monk
     err = capsys.readouterr().err.strip()
     assert err == ("classicnets predict: error: --engine onnxruntime needs the onnxruntime package (pip install onnx "
                    "onnxruntime); or use --engine torch")  # fmt: skip
+
+
+def test_serve_predictions_in_onnxruntime_match_torch(trained, tmp_path: Path) -> None:
+    """The web app's predictor with engine="onnxruntime" against the torch one on the same upload (fp32 record:
+    logits within ATOL + RTOL * max|logit|, so each probability within twice that, softmax being 1-Lipschitz
+    per logit in max-norm up to a factor 2, plus the 1e-6 rounding of the answer)."""
+    from classicnets.inference import load_trained
+    from classicnets.serve import ServeConfig, create_app
+    from classicnets.serve.catalog import Catalog
+    from classicnets.serve.engine import ModelCache
+    from classicnets.serve.views import predict as serve_predict
+
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    ckpt = rewrite_record(trained("resnet20-folder") / "best.pt", tmp_path / "runs" / "r" / "best.pt", amp="off")
+    (entry,) = Catalog(tmp_path / "runs", weights=()).entries()
+    scale = 0.0
+    with torch.no_grad():
+        model, record = load_trained(ckpt)
+        for image in _images(ckpt):
+            scale = max(scale, float(model(record.preprocessing.image(image)[None]).abs().max()))
+    tol = 2 * (ATOL + RTOL * scale) + 1e-6
+    torch_loaded = ModelCache(replicas=1).get(entry)
+    ort_loaded = ModelCache(replicas=1, engine="onnxruntime").get(entry)
+    assert torch_loaded.fast is None and ort_loaded.fast is not None
+    for image in _images(ckpt):
+        ref = serve_predict(torch_loaded, image.read_bytes())["top"]
+        got = serve_predict(ort_loaded, image.read_bytes())["top"]
+        ref_p, got_p = {t["class"]: t["prob"] for t in ref}, {t["class"]: t["prob"] for t in got}
+        assert ref_p.keys() == got_p.keys() and all(abs(ref_p[c] - got_p[c]) <= tol for c in ref_p)
+        if ref[0]["prob"] - ref[1]["prob"] > 2 * tol:
+            assert ref[0]["class"] == got[0]["class"]
+    with pytest.raises(ValueError, match="unknown engine 'tvm'; choose --engine torch or --engine onnxruntime"):
+        create_app(ServeConfig(runs_dir=tmp_path / "runs", weights=(), engine="tvm"))
