@@ -6,8 +6,8 @@ preprocessing path (:mod:`classicnets.data.inputs`) with the run's own autocast 
 
 Engines: ``torch`` (default) runs the model in channels_last under the run's autocast; ``onnxruntime`` exports
 it to ONNX once (cached under ``$XDG_CACHE_HOME/classicnets/onnx/``, keyed by the weights' bytes) and runs it
-in ONNX Runtime on the CPU in fp32: 5-15x faster per single image on a CPU, about as fast for big batches of
-ResNets (benchmarks/inference.py; benchmarks/README.md, Inference). Autocast stays the torch engine's default
+in ONNX Runtime on the CPU in fp32: 1.6-12x faster per single image (resnet18 to LeNet-5), slower for big
+batches of ResNets (benchmarks/inference.py; benchmarks/README.md, Inference). Autocast stays the torch engine's default
 because it is what the run's accuracy was measured with.
 """
 
