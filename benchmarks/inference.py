@@ -1,6 +1,6 @@
 """Inference speed of classicnets' own eval/predict path vs the same model in ONNX Runtime, side by side.
 
-    python benchmarks/inference.py                  # lenet5_modern, resnet20, resnet18 (CIFAR stem); ~3 min on 2 cores
+    python benchmarks/inference.py                  # lenet5_modern, resnet20, resnet18 (CIFAR stem), ~3 min
     python benchmarks/inference.py --quick          # fewer repeats, under a minute
     python benchmarks/inference.py --threads 1 --json benchmarks/results/inference_1thread.json
     python benchmarks/inference.py --compile        # also torch.compile (slow to compile on 2 cores)
@@ -8,7 +8,8 @@
 For each model, in one process:
 
 * ``classicnets``: what ``classicnets eval`` and ``predict`` run (``classicnets.train.step.predict_logits``):
-  the model in eval mode and channels_last (``classicnets.inference.for_inference``), under ``torch.no_grad`` and the autocast ``amp="auto"`` picks (bf16 where
+  the model in eval mode and channels_last (``classicnets.inference.for_inference``), under
+  ``torch.no_grad`` and the autocast ``amp="auto"`` picks (bf16 where
   the CPU multiplies bf16 natively: AVX512-BF16 or AMX; fp32 on an AVX2-only CPU), no test-time flip;
 * ``onnxruntime``: the same weights exported by ``classicnets.export.export`` (the dynamo exporter, fp32)
   and run by ONNX Runtime's CPU execution provider with ``intra_op_num_threads`` = ``--threads``;
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch, "repeats": args.repeats, "rounds": args.rounds, "calls": args.calls,
     }  # fmt: skip
     say(f"{head['cpu']} ({head['cpu_class']}), {head['cores']} cores, {threads} threads; torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}; classicnets autocast: {amp or 'off (fp32)'}; load {head['load_before']}")
+        f"onnxruntime {onnxruntime.__version__}; classicnets autocast: {amp or 'off (fp32)'}; "
+        f"load {head['load_before']}")
     results: dict[str, Any] = {"machine": head, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

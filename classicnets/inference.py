@@ -7,8 +7,8 @@ preprocessing path (:mod:`classicnets.data.inputs`) with the run's own autocast 
 Engines: ``torch`` (default) runs the model in channels_last under the run's autocast; ``onnxruntime`` exports
 it to ONNX once (cached under ``$XDG_CACHE_HOME/classicnets/onnx/``, keyed by the weights' bytes) and runs it
 in ONNX Runtime on the CPU in fp32: 1.6-12x faster per single image (resnet18 to LeNet-5), slower for big
-batches of ResNets (benchmarks/inference.py; benchmarks/README.md, Inference). Autocast stays the torch engine's default
-because it is what the run's accuracy was measured with.
+batches of ResNets (benchmarks/inference.py; benchmarks/README.md, Inference). torch stays the default: its
+autocast is what the run's accuracy was measured with.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from .checkpoint import RunRecord, model_from_checkpoint
 from .data import InMemoryLoader, load_dataset, split_validation
 from .train.runtime import amp_dtype, resolve_device
 from .train.step import evaluate, predict_logits
-
 
 ENGINES = ("torch", "onnxruntime")
 
@@ -109,8 +108,6 @@ def for_inference(model: torch.nn.Module) -> torch.nn.Module:
 def load_engine(source: str | os.PathLike, engine: str = "torch", device: str = "auto"):
     """``(model, record, amp)``: the trained net ready to call on model-ready batches with ``engine``, and the
     autocast dtype to run it under (the run's for torch; None for onnxruntime, which computes in fp32)."""
-    from .train.runtime import amp_dtype
-
     dev = _check_engine(engine, device)
     model, record = load_trained(source, dev)
     if engine == "onnxruntime":
@@ -142,8 +139,9 @@ def evaluate_checkpoint(
     The images are prepared exactly as in training (the record's preprocessing) and evaluated with the run's
     autocast and test-time flip (``amp="off"`` forces fp32); ``split="val"`` re-creates the run's validation
     split from its seed. ``engine="onnxruntime"`` runs the model exported to ONNX (cached, see
-    :func:`onnx_cache_path`) in ONNX Runtime on the CPU, in fp32. Image folders (``folder:PATH``) work too. The PNG goes beside the checkpoint
-    (``runs/eval/<weight>/`` for a shipped weight) or to ``out_dir``; ``plot=False`` skips it. A PNG that
+    :func:`onnx_cache_path`) in ONNX Runtime on the CPU, in fp32. Image folders (``folder:PATH``) work too.
+    The PNG goes beside the checkpoint (``runs/eval/<weight>/`` for a shipped weight) or to ``out_dir``;
+    ``plot=False`` skips it. A PNG that
     cannot be written loses no metric: ``confusion_png`` is then None and ``confusion_png_error`` says why.
     """
     if split not in ("test", "val", "train"):

@@ -8,6 +8,9 @@ import sys
 
 from .errors import UserError
 
+ENGINES = ("torch", "onnxruntime")  # classicnets.inference.ENGINES (not imported here: the CLI help loads no torch)
+ENGINE_HELP = ("torch (default), or onnxruntime: the model exported to ONNX (seconds, the first time; then cached) "
+               "and run by ONNX Runtime on the CPU in fp32, faster per image (benchmarks/README.md, Inference)")
 WEIGHTS_HELP = "a shipped weight instead of a checkpoint, e.g. fashion-mnist:lenet5_modern (classicnets weights)"
 
 
@@ -30,9 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="folder for the confusion matrix PNG (default: the checkpoint's)")
-    p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
-                   help="torch (default), or onnxruntime: the model exported to ONNX once (cached) and run by ONNX "
-                   "Runtime on the CPU in fp32; much faster for a few images (benchmarks/README.md, Inference)")  # fmt: skip
+    p.add_argument("--engine", default="torch", choices=ENGINES, help=ENGINE_HELP)
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes with probabilities for image files")
@@ -41,9 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, metavar="NAME", help=WEIGHTS_HELP)
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--device", default="auto")
-    p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
-                   help="torch (default), or onnxruntime: the model exported to ONNX once (cached) and run by ONNX "
-                   "Runtime on the CPU in fp32; much faster for a few images (benchmarks/README.md, Inference)")  # fmt: skip
+    p.add_argument("--engine", default="torch", choices=ENGINES, help=ENGINE_HELP)
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("weights", help="the weights that ship with classicnets: dataset, test accuracy, recipe")
