@@ -148,3 +148,19 @@ def test_serve_predictions_in_onnxruntime_match_torch(trained, tmp_path: Path) -
             assert ref[0]["class"] == got[0]["class"]
     with pytest.raises(ValueError, match="unknown engine 'tvm'; choose --engine torch or --engine onnxruntime"):
         create_app(ServeConfig(runs_dir=tmp_path / "runs", weights=(), engine="tvm"))
+
+
+def test_torch_engine_runs_channels_last_with_the_same_logits(trained, tmp_path: Path) -> None:
+    """eval/predict run the torch model in channels_last (benchmarks/inference.py: faster than NCHW); in fp32
+    only the order of the sums changes, so the logits match NCHW's within the export tolerance."""
+    from classicnets.inference import load_engine, load_trained
+
+    ckpt = _fp32_checkpoint(trained, tmp_path, "resnet20-folder")
+    model, record, amp = load_engine(ckpt, "torch", "cpu")
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert amp is None and convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    nchw, _ = load_trained(ckpt)
+    x = torch.stack([record.preprocessing.image(p) for p in _images(ckpt)])
+    with torch.no_grad():
+        ref, got = nchw(x), model(x)
+    assert float((got - ref).abs().max()) <= ATOL + RTOL * float(ref.abs().max())
