@@ -200,3 +200,19 @@ def git_rev(repo: Path) -> str:
                               text=True, timeout=5).stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
         return "?"
+
+
+def cpu_class() -> str:
+    """``AMX``, ``AVX512-BF16``, ``AVX512``, ``AVX2-only`` or ``other``: what decides bf16 speed on a CPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return "unknown"
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    if "avx512f" in flags:
+        return "AVX512"
+    return "AVX2-only" if "avx2" in flags else "other"

@@ -8,6 +8,9 @@ import sys
 
 from .errors import UserError
 
+ENGINES = ("torch", "onnxruntime")  # classicnets.inference.ENGINES (not imported here: the CLI help loads no torch)
+ENGINE_HELP = ("torch (default), or onnxruntime: the model exported to ONNX (seconds, the first time; then cached) "
+               "and run by ONNX Runtime on the CPU in fp32, faster per image (benchmarks/README.md, Inference)")
 WEIGHTS_HELP = "a shipped weight instead of a checkpoint, e.g. fashion-mnist:lenet5_modern (classicnets weights)"
 
 
@@ -30,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="folder for the confusion matrix PNG (default: the checkpoint's)")
+    p.add_argument("--engine", default="torch", choices=ENGINES, help=ENGINE_HELP)
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes with probabilities for image files")
@@ -38,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, metavar="NAME", help=WEIGHTS_HELP)
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--engine", default="torch", choices=ENGINES, help=ENGINE_HELP)
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("weights", help="the weights that ship with classicnets: dataset, test accuracy, recipe")
@@ -53,7 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if extra:
         raise UserError(f"eval takes one trained net; got {args.checkpoint!r} and --weights {args.weights!r}")
     m = evaluate_checkpoint(source, data=args.data, split=args.split, data_dir=args.data_dir,
-                            device=args.device, out_dir=args.out)  # fmt: skip
+                            device=args.device, out_dir=args.out, engine=args.engine)  # fmt: skip
     print(f"{args.split}: {m['n']:,} images  top-1 {m['acc']:.2%}  top-5 {m['top5']:.2%}  loss {m['loss']:.4f}")
     names = [printable(c) for c in m["classes"]]  # class names are folder names: anything but safe
     width = max(len(c) for c in names)
@@ -75,7 +80,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not images:
         raise UserError("predict needs image files after the checkpoint, e.g. classicnets predict runs/NAME/best.pt "
                         "shirt.png")  # fmt: skip
-    for item in predict(source, images, topk=args.topk, device=args.device):
+    for item in predict(source, images, topk=args.topk, device=args.device, engine=args.engine):
         tops = ", ".join(f"{printable(name)} {p:.1%}" for name, p in item["top"])
         print(f"{printable(item['image'])}: {tops}")
     return 0

@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 shares it)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
+                   help="run predictions in torch (default) or in ONNX Runtime (the model exported once, cached; "
+                        "faster per image on a CPU); feature maps and Grad-CAM stay in torch")  # fmt: skip
     p.set_defaults(handler=cmd_serve)
 
 
@@ -25,7 +28,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..serve import ServeConfig, Server
 
     weights = tuple(args.weights) if args.weights is not None else None
-    server = Server(ServeConfig(runs_dir=args.runs, weights=weights), host=args.host, port=args.port)
+    config = ServeConfig(runs_dir=args.runs, weights=weights, engine=args.engine)
+    server = Server(config, host=args.host, port=args.port)
     models = server.app.state.catalog.entries()
     print(f"{len(models)} models: {sum(m.kind == 'weight' for m in models)} shipped weights, "
           f"{sum(m.kind == 'run' for m in models)} checkpoints under {args.runs}/")

@@ -60,6 +60,7 @@ class ServeConfig:
     queue: int = 16  # requests waiting for a worker at most; more get 503 + Retry-After
     cache: int = 4  # models kept loaded (least recently used dropped first)
     loopback_only: bool = True  # answer only requests addressed to 127.0.0.1 / localhost (DNS rebinding)
+    engine: str = "torch"  # predictions: "torch", or "onnxruntime" (the views still run the torch model)
 
 
 _IMAGE_BODY = {
@@ -82,9 +83,15 @@ _IMAGE_BODY = {
 
 def create_app(config: ServeConfig = ServeConfig()) -> FastAPI:
     """The FastAPI app for ``config``: lists the models at once (a ValueError for an unknown weight name)."""
+    if config.engine not in ("torch", "onnxruntime"):
+        raise ValueError(f"unknown engine {config.engine!r}; choose --engine torch or --engine onnxruntime")
+    if config.engine == "onnxruntime":  # a missing package is said at start, not on the first prediction
+        from ..inference import _check_engine
+
+        _check_engine("onnxruntime", "cpu")
     catalog = Catalog(config.runs_dir, config.weights)
     pool = WorkerPool(config.workers, config.queue)
-    models = ModelCache(config.cache, replicas=config.workers)
+    models = ModelCache(config.cache, replicas=config.workers, engine=config.engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

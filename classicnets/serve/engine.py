@@ -104,6 +104,7 @@ class Loaded:
     record: RunRecord
     replicas: queue.SimpleQueue
     amp: torch.dtype | None  # the run's evaluation autocast, as `classicnets eval` and `predict` use it
+    fast: nn.Module | None = None  # engine "onnxruntime": the predictor (thread-safe, one session for all workers)
     cache: dict[str, Any] = field(default_factory=dict)  # per-model results that never change (the layer table)
 
     @contextmanager
@@ -119,8 +120,8 @@ class ModelCache:
     """The ``capacity`` most recently used models, each loaded once (concurrent first requests wait for
     one load rather than loading twice)."""
 
-    def __init__(self, capacity: int = 4, replicas: int = 2) -> None:
-        self.capacity, self.replicas = capacity, replicas
+    def __init__(self, capacity: int = 4, replicas: int = 2, engine: str = "torch") -> None:
+        self.capacity, self.replicas, self.engine = capacity, replicas, engine
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -161,4 +162,10 @@ class ModelCache:
         replicas.put(model)
         for _ in range(self.replicas - 1):
             replicas.put(copy.deepcopy(model))
-        return Loaded(entry, record, replicas, amp_dtype(record.amp, torch.device("cpu")))
+        loaded = Loaded(entry, record, replicas, amp_dtype(record.amp, torch.device("cpu")))
+        if self.engine == "onnxruntime":  # exported once (cached on disk), one intra-op thread per worker
+            from ..inference import _check_engine, onnxruntime_model
+
+            _check_engine("onnxruntime", "cpu")
+            loaded.fast = onnxruntime_model(entry.source, model, record, threads=1)
+        return loaded

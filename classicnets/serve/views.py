@@ -47,11 +47,15 @@ def _top(loaded: Loaded, probs: torch.Tensor) -> list[dict[str, Any]]:
 
 
 def predict(loaded: Loaded, data: bytes) -> dict[str, Any]:
-    """The top-5 classes with probabilities, with the run's autocast and test-time flip (as ``eval``)."""
+    """The top-5 classes with probabilities, with the run's autocast and test-time flip (as ``eval``); with
+    the onnxruntime engine, in ONNX Runtime (fp32)."""
     from ..train.step import predict_logits
 
     started = time.perf_counter()
     x = model_input(loaded, data)
+    if loaded.fast is not None:
+        probs = predict_logits(loaded.fast, x, None, loaded.record.tta_flip).softmax(1)[0]
+        return _timed({"model": loaded.entry.id, "top": _top(loaded, probs)}, started)
     with loaded.borrow() as model, torch.no_grad():
         probs = predict_logits(model, x, loaded.amp, loaded.record.tta_flip).softmax(1)[0]
     return _timed({"model": loaded.entry.id, "top": _top(loaded, probs)}, started)
