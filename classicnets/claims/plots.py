@@ -29,18 +29,24 @@ def plot_curves(trial: Any, variants: list[str], key: str, path: Path, title: st
 
 
 def plot_bars(groups: dict[str, list[float]], path: Path, title: str) -> Path:
-    """One bar per group (the mean), one dot per seed."""
+    """One row per group: a dot per seed and the mean as a bar, on an axis zoomed to the values (the
+    differences the claims are about are a few points, invisible on a 0-100 scale)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 0.6 * len(groups) + 1.6))
+    fig, ax = plt.subplots(figsize=(6.4, 0.55 * len(groups) + 1.6))
     labels = list(groups)
+    everything = [100 * v for vs in groups.values() for v in vs]
+    lo, hi = min(everything), max(everything)
+    pad = max(0.5, 0.15 * (hi - lo))
     for i, label in enumerate(labels):
         values = [100 * v for v in groups[label]]
-        ax.barh(i, statistics.fmean(values), color="C0" if i % 2 == 0 else "C1", alpha=0.6)
-        ax.plot(values, [i] * len(values), "k.", ms=6)
-        ax.text(statistics.fmean(values), i, f" {statistics.fmean(values):.2f}%", va="center", fontsize=8)
+        mean = statistics.fmean(values)
+        ax.plot([mean, mean], [i - 0.3, i + 0.3], color="C0" if i % 2 == 0 else "C1", lw=3)
+        ax.plot(values, [i] * len(values), "k.", ms=7)
+        ax.text(max(values) + 0.1 * pad, i, f"{mean:.2f}%", va="center", fontsize=8)
+    ax.set_xlim(lo - pad, hi + 2 * pad)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("test error (%): bar = mean, dots = seeds")
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set_xlabel("test error (%): bar = mean over seeds, dots = seeds")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     return save_figure(fig, path)

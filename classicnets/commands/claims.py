@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     r.add_argument("--root", default=None, metavar="DIR", help="where to write (default runs/claims)")
     r.set_defaults(handler=cmd_run)
+    d = actions.add_parser("report", help="write the case study (markdown + figures) from the claims' last runs")
+    d.add_argument("--out", default="docs/case-study.md", help="the markdown file (default %(default)s)")
+    d.add_argument("--figures", default="docs/figures/claims", help="where the figures are copied (default %(default)s)")
+    d.add_argument("--root", default=None, metavar="DIR", help="where the reports live (default runs/claims)")
+    d.set_defaults(handler=cmd_report)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -70,4 +75,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n" + "\n".join(f"{n:<18} {v}" for n, v in verdicts))
     root = args.root or "runs/claims"
     print(f"reports: {root}/<claim>/report.md", file=sys.stdout)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..claims.casestudy import write_case_study
+
+    out = write_case_study(Path(args.out), Path(args.figures), Path(args.root) if args.root else None)
+    print(f"case study: {out}")
     return 0
