@@ -10,6 +10,7 @@ import pytest
 
 from classicnets.claims import CLAIMS, VERDICTS, get_claim, parse_budget, run_claim
 from classicnets.claims.registry import NOT_AT_BUDGET, format_budget
+from classicnets.claims import verdict as V
 from classicnets.claims.verdict import Paired, paired
 from classicnets.commands import main
 
@@ -48,22 +49,74 @@ def test_format_budget_round_trips():
 
 
 # ------------------------------------------------------------------------------------------ verdict rules
-def test_paired_clear_needs_every_seed_and_two_standard_errors():
-    assert paired([0.30, 0.31, 0.32], [0.20, 0.21, 0.20]).clear()  # 10-12 points, every seed
+def test_paired_clear_is_a_one_sided_t_test_with_every_seed_agreeing():
+    p = paired([0.30, 0.31, 0.32], [0.20, 0.21, 0.20])  # 10-12 points, every seed
+    assert p.clear() and math.isclose(p.lower(), p.mean - 2.920 * p.se)
     assert not paired([0.30, 0.31, 0.19], [0.20, 0.21, 0.20]).clear()  # one seed disagrees
     assert not Paired((0.1,)).clear()  # one seed is never clear
-    noisy = Paired((0.001, 0.05, 0.001))  # every seed agrees, but the mean (1.7 points) < 2 se (3.3 points)
+    noisy = Paired((0.001, 0.05, 0.001))  # every seed agrees, but the mean (1.7 points) < t * se (4.8 points)
     assert noisy.wins == 3 and not noisy.clear()
     assert Paired((-0.1, -0.11, -0.12)).clear_opposite()
+    assert not Paired((0.0004, 0.0005, 0.0006), resolution=0.0005).clear()  # below one test image
 
 
-def test_paired_tied_within_noise_or_resolution():
-    assert Paired((0.01, -0.01, 0.005)).tied()
-    assert Paired((0.0004, 0.0004, 0.0004), resolution=0.0005).tied()  # below one test image
-    assert not Paired((0.05, 0.051, 0.049)).tied()
+def test_at_most_rules_out_an_effect_only_when_the_upper_bound_is_below_it():
+    assert Paired((0.001, -0.002, 0.0)).at_most(0.01)  # tight around zero: a 1-point gain is ruled out
+    assert not Paired((0.002, 0.008, 0.018)).at_most(0.01)  # all positive, noisy: not shown to be small
+    assert not Paired((0.03, -0.03, 0.0)).at_most(0.01)  # "no clear difference" is not "no difference"
     p = Paired((0.02, 0.01, 0.03))
     assert math.isclose(p.mean, 0.02) and math.isclose(p.sd, 0.01) and p.wins == 3
     assert p.text() == "+2.00 points (sd 1.00, 3/3 seeds)"
+
+
+def test_decisions_cover_every_verdict():
+    clear, reversed_, small, noisy = (Paired((0.05, 0.06, 0.055)), Paired((-0.05, -0.06, -0.055)),
+                                      Paired((0.001, -0.001, 0.0)), Paired((0.03, -0.03, 0.01)))  # fmt: skip
+    assert V.order({"a": clear, "b": clear}, True) == "holds"
+    assert V.order({"a": clear, "b": noisy}, True) == "holds partly"
+    assert V.order({"a": clear, "b": reversed_}, True) == "false"
+    assert V.order({"a": noisy}, True) == NOT_AT_BUDGET
+    assert V.order({"a": clear}, False) == NOT_AT_BUDGET  # nets that learned nothing decide nothing
+    assert V.no_gain({"x": small, "y": small}, True) == "holds"  # LRN's gain ruled out in both nets
+    assert V.no_gain({"x": clear, "y": clear}, True) == "false"  # LRN helps both
+    assert V.no_gain({"x": small, "y": noisy}, True) == "holds partly"
+    assert V.no_gain({"x": noisy, "y": noisy}, True) == NOT_AT_BUDGET  # not a "holds" by default
+    assert V.beats(clear, True) == "holds" and V.beats(small, True) == "holds partly"
+    assert V.beats(reversed_, True) == "false" and V.beats(noisy, True) == NOT_AT_BUDGET
+    assert V.saturates(clear, small, True) == "holds"
+    assert V.saturates(clear, noisy, True) == "holds partly"
+    assert V.saturates(reversed_, small, True) == "false"
+    assert V.saturates(noisy, noisy, True) == NOT_AT_BUDGET
+    tiny_gain = Paired((0.004, 0.005, 0.006))
+    assert V.marginal(tiny_gain, True)[0] == "holds"
+    assert V.marginal(clear, True)[0] == "holds partly"  # B better by 5 points: not marginal
+    assert V.marginal(reversed_, True)[0] == "holds partly"  # A better: A is enough, B's edge absent
+    assert V.marginal(small, True)[0] == "holds partly"
+    assert V.marginal(Paired((0.04, -0.04, 0.02)), True)[0] == NOT_AT_BUDGET
+
+
+def test_fewer_than_three_seeds_never_decide():
+    from classicnets.claims.experiment import Context, Outcome
+    from classicnets.claims.run import _record
+
+    for seeds, expected in (((0, 1), NOT_AT_BUDGET), ((0, 1, 2), "holds")):
+        outcome = Outcome("holds", ["ReLU wins."], {})
+        record = _record(get_claim("activations"), outcome, Context(get_claim("activations"), 60.0, seeds), 1.0, 1, "x")
+        assert record["verdict"] == expected
+        assert (record["settle"] == "3 or more seeds (--seeds 3)") == (len(seeds) < 3)
+
+
+def test_plan_budget_buys_epochs_of_the_whole_set_or_a_subset():
+    from classicnets.claims.experiment import plan_budget
+
+    # 0.85 x 600 s / (3 seeds x 2 nets / 1000 img/s) = 85,000 images per run, each epoch also evaluates
+    # 2 x 2000 images at a third of a training image's cost: 4 epochs of 85,000 / 4 - 1,333 = 19,916
+    big = plan_budget(600, {"a": 1000.0, "b": 1000.0}, 3, 60_000)
+    assert (big.subset, big.epochs, big.test_size) == (19_916, 4, 2000)
+    full = plan_budget(6000, {"a": 1000.0}, 1, 60_000)  # 5.1M images: the whole set, capped at 60 epochs
+    assert (full.subset, full.epochs) == (60_000, 60)
+    tiny = plan_budget(1, {"a": 100.0}, 3, 60_000)
+    assert tiny.subset == 256 and tiny.epochs == 1 and tiny.test_size == 200
 
 
 # ------------------------------------------------------------------------------------------ counting, exact
@@ -143,11 +196,35 @@ def test_training_claim_runs_at_a_tiny_budget(tmp_path, name):
         assert record["settle"]  # says what would settle it
     report = (out / "report.md").read_text()
     assert f"`classicnets claims run {name} --budget 2s --seeds 2 --threads 1`" in report
+    assert record["verdict"] == NOT_AT_BUDGET  # 2 seeds (and a 2 s budget) never decide
     assert f"**Verdict: {record['verdict']}**" in report
     figures = list(out.glob("*.png"))
     assert figures and all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 5000 for f in figures)
     assert all(f"]({f.name})" in report for f in figures)
     assert json.loads((out / "results.json").read_text())["numbers"] == json.loads(json.dumps(record["numbers"]))
+
+
+def test_a_pinned_plan_replays_and_a_failed_run_keeps_the_report(tmp_path):
+    first = run_claim("activations", budget=2, seeds=2, threads=1, root=tmp_path, say=lambda m: None)
+    assert first["replay"].endswith(f"--subset {first['plan']['subset']} --epochs {first['plan']['epochs']}")
+    again = run_claim("activations", budget=2, seeds=2, threads=1, root=tmp_path, say=lambda m: None,
+                      pin={"subset": first["plan"]["subset"], "epochs": first["plan"]["epochs"]})  # fmt: skip
+    assert again["numbers"] == first["numbers"]  # same plan, seeds, init and batches: the same numbers
+    before = (tmp_path / "activations" / "verdict.json").read_text()
+    with pytest.raises(ValueError):
+        run_claim("activations", budget=2, seeds=2, data="no-such-data", root=tmp_path, say=lambda m: None)
+    assert (tmp_path / "activations" / "verdict.json").read_text() == before
+    assert not list(tmp_path.glob(".activations.partial-*"))
+
+
+def test_a_malformed_verdict_reads_as_not_run(tmp_path, capsys):
+    run_claim("stacked-3x3", root=tmp_path, say=lambda m: None)
+    (tmp_path / "stacked-3x3" / "verdict.json").write_text('{"verdict": "holds"}')
+    assert get_claim("stacked-3x3").status(tmp_path) is None
+    assert main(["claims", "report", "--root", str(tmp_path), "--out", str(tmp_path / "cs.md"),
+                 "--figures", str(tmp_path / "fig")]) == 0  # fmt: skip
+    run_claim("stacked-3x3", root=tmp_path, say=lambda m: None)  # and a new run still keeps it
+    assert len(list((tmp_path / "stacked-3x3" / "history").glob("*/verdict.json"))) == 1
 
 
 def test_twins_share_initial_weights_and_batches(tmp_path):
@@ -159,6 +236,13 @@ def test_twins_share_initial_weights_and_batches(tmp_path):
         assert len({r["init_digest"] for r in mine}) == 1  # the activation is the only difference
         assert len({r["batch_digest"] for r in mine}) == 1  # the same batches in the same order
     assert runs[0]["init_digest"] != runs[3]["init_digest"]  # another seed, other weights
+    run_claim("plain-vs-residual", budget=2, seeds=2, threads=1, root=tmp_path, say=lambda m: None)
+    runs = json.loads((tmp_path / "plain-vs-residual" / "results.json").read_text())["runs"]
+    for seed in (0, 1):
+        for depth in (20, 32, 44, 56):
+            twins = [r for r in runs if r["seed"] == seed and r["net"] in (f"plain{depth}", f"resnet{depth}")]
+            assert len(twins) == 2 and twins[0]["init_digest"] == twins[1]["init_digest"]
+        assert len({r["batch_digest"] for r in runs if r["seed"] == seed}) == 1
 
 
 # ------------------------------------------------------------------------------------------ command line

@@ -65,7 +65,9 @@ def _section(claim, record: dict | None, root: Path, figures: Path, doc_dir: Pat
     when = f"{record['date'][:10]}, {record['elapsed_s']:.0f} s, {record['threads']} threads on {record['device']}"
     lines += [f"**Verdict: {record['verdict']}.**{settle}", "", f"Experiment: {claim.experiment}.", ""]
     lines += [f"- {r}" for r in record["reading"]]
-    lines += ["", f"Command: `{record['command']}` ({when}); full report: `runs/claims/{claim.name}/report.md`."]
+    replay = f"; replay its exact plan: `{record['replay']}`" if record.get("replay") else ""
+    lines += ["", f"Command: `{record['command']}` ({when}){replay}; full report: "
+              f"`{(root / claim.name / 'report.md').as_posix()}`."]  # fmt: skip
     for png in sorted((root / claim.name).glob("*.png")):
         target = figures / f"{claim.name}-{png.name}"
         shutil.copyfile(png, target)

@@ -47,6 +47,7 @@ class Context:
     out: Path = Path(".")
     say: Callable[[str], None] = print
     _splits: dict[str, Splits] = field(default_factory=dict)
+    pin: dict[str, int] = field(default_factory=dict)  # --subset / --epochs / --steps: the plan, fixed by hand
 
     def splits(self, size: int | None = None) -> Splits:
         """The dataset (cached), zero-padded to ``size`` x ``size`` if smaller (LeNet-5's 32x32 for 28x28)."""
@@ -156,6 +157,7 @@ class Trial:
     rows: list[dict[str, Any]]
     runs: list[dict[str, Any]]
     plan: Plan
+    num_classes: int = 10
 
     def final(self, variant: str, key: str = "test_err") -> list[float]:
         """``key`` at the end, one value per seed (seed order)."""
@@ -176,6 +178,10 @@ def controlled(variants: dict[str, Builder], splits: Splits, ctx: Context, recip
     speeds = measure_speed(variants, splits, ctx, recipe.batch_size, dtype)
     plan = plan_budget(ctx.budget_s, speeds, len(ctx.seeds), len(splits.train), batch_size=recipe.batch_size,
                        min_epochs=min_epochs, max_epochs=max_epochs)  # fmt: skip
+    if "subset" in ctx.pin or "epochs" in ctx.pin:  # a report's exact plan, replayed
+        plan.subset = min(ctx.pin.get("subset", plan.subset), len(splits.train))
+        plan.epochs = ctx.pin.get("epochs", plan.epochs)
+        plan.test_size = 2000 if plan.subset * plan.epochs >= 20_000 else 500 if plan.subset * plan.epochs >= 5_000 else 200
     recipe.subset, recipe.epochs, recipe.test_size = plan.subset, plan.epochs, plan.test_size
     recipe.train_eval_size, recipe.seeds = plan.test_size, tuple(ctx.seeds)
     recipe.check()
@@ -192,7 +198,7 @@ def controlled(variants: dict[str, Builder], splits: Splits, ctx: Context, recip
             net_rows, run = train_one(name, bench, seed, build=build)
             rows += [{**r, "seed": seed} for r in net_rows]
             runs.append({**run, "seed": seed})
-    return Trial(rows, runs, plan)
+    return Trial(rows, runs, plan, splits.num_classes)
 
 
 def subset_of(splits: Splits, n: int, seed: int) -> ArrayDataset:

@@ -17,7 +17,8 @@ from . import nets
 from .experiment import Context, Outcome, Trial, controlled, measure_speed, subset_of
 from .plots import plot_bars, plot_curves, plot_steps
 from .registry import FALSE, HOLDS, NOT_AT_BUDGET, PARTLY
-from .verdict import Paired, paired, pct_sd
+from . import verdict as V
+from .verdict import paired, pct_sd
 
 
 def _table(trial: Trial, variants: list[str], extra: dict[str, dict[str, Any]] | None = None) -> str:
@@ -37,8 +38,9 @@ def _resolution(trial: Trial) -> float:
     return 1.0 / trial.plan.test_size  # one test image
 
 
-def _learned(trial: Trial, variants: list[str], chance: float = 0.9) -> bool:
-    """Did every run learn anything (test error clearly below chance)? Tiny budgets may not."""
+def _learned(trial: Trial, variants: list[str]) -> bool:
+    """Did every run learn anything (test error at least 5 points below chance)? Tiny budgets may not."""
+    chance = 1 - 1 / trial.num_classes
     return all(e < chance - 0.05 for v in variants for e in trial.final(v))
 
 
@@ -65,28 +67,13 @@ def activations(ctx: Context) -> Outcome:
         f"tanh's {tanh_vs_sigmoid.text()}.",
     ]  # fmt: skip
     parts = {"ReLU beats tanh": relu_vs_tanh, "tanh beats sigmoid": tanh_vs_sigmoid}
-    verdict, settle = _ordering_verdict(parts, reading, ctx, _learned(trial, ["relu", "tanh"]))
+    reading += [f"{k}: {p.state()} ({p.text()})." for k, p in parts.items()]
+    verdict = V.order(parts, _learned(trial, ["relu", "tanh"]))
+    settle = _settle(ctx) if verdict == NOT_AT_BUDGET else None
     fig = plot_curves(trial, list(variants), "test_err", ctx.out / "test_error.png",
                       "LeNet-5: the activation is the only difference")  # fmt: skip
     return Outcome(verdict, reading, _numbers(trial, list(variants)), [("Per variant", _table(trial, list(variants)))],
                    trial.rows, {"runs": trial.runs}, [fig], settle, trial.plan.as_dict())  # fmt: skip
-
-
-def _ordering_verdict(parts: dict[str, Paired], reading: list[str], ctx: Context, learned: bool) -> tuple[str, str | None]:  # fmt: skip
-    """All parts clear: holds; some clear and none clearly reversed: partly; else not at this budget."""
-    clear = [k for k, p in parts.items() if p.clear()]
-    reversed_ = [k for k, p in parts.items() if p.clear_opposite()]
-    for k, p in parts.items():
-        state = "clear" if k in clear else "reversed" if k in reversed_ else "tied" if p.tied() else "mixed"
-        reading.append(f"{k}: {state} ({p.text()}).")
-    if len(clear) == len(parts):
-        return HOLDS, None
-    if not learned:
-        reading.append("Some runs did not learn beyond chance at this budget.")
-        return NOT_AT_BUDGET, _settle(ctx)
-    if clear and not reversed_:
-        return PARTLY, None
-    return NOT_AT_BUDGET, _settle(ctx)
 
 
 def _numbers(trial: Trial, variants: list[str]) -> dict[str, Any]:
@@ -104,30 +91,34 @@ def relu_speed(ctx: Context, target: float = 0.25, lrs: tuple[float, ...] = (0.0
     dtype = amp_dtype("auto", ctx.device)
     speeds = measure_speed(builds, splits, ctx, 128, dtype)
     runs = len(builds) * len(lrs) * len(ctx.seeds)
-    max_steps = max(10, int(0.8 * ctx.budget_s / runs * statistics.fmean(speeds.values()) / 128))
+    max_steps = ctx.pin.get("steps") or max(10, int(0.8 * ctx.budget_s / runs * statistics.fmean(speeds.values()) / 128))
     ctx.say(f"relu-6x: up to {max_steps} steps of 128 per run, {runs} runs (lr grid {list(lrs)})")
-    rows, steps = [], {a: [] for a in builds}
+    rows, found = [], {}  # (act, lr) -> steps per seed (None: not reached)
     for seed in ctx.seeds:
         loader = InMemoryLoader(subset_of(splits, len(splits.train), seed), 128, shuffle=True, seed=seed,
                                 device=ctx.device, mean=splits.mean, std=splits.std, channels_last=True)  # fmt: skip
         for act, build in builds.items():
-            best = None
             for lr in lrs:
                 reached, curve = _steps_to(build, loader, lr, seed, target, max_steps, dtype)
                 rows += [{"act": act, "seed": seed, "lr": lr, "step": i + 1, "running_err": e} for i, e in enumerate(curve)]
                 ctx.say(f"  {act} seed {seed} lr {lr}: {reached if reached else f'> {max_steps}'} steps")
-                if reached is not None and (best is None or reached < best):
-                    best = reached
-            steps[act].append(best)
-    return _relu_outcome(ctx, steps, rows, target, max_steps, speeds, lrs)
+                found.setdefault((act, lr), []).append(reached)
+    best_lr = {a: min(lrs, key=lambda lr: _median_steps(found[(a, lr)])) for a in builds}  # one lr per net
+    steps = {a: found[(a, best_lr[a])] for a in builds}
+    return _relu_outcome(ctx, steps, rows, target, max_steps, speeds, lrs, best_lr)
+
+
+def _median_steps(steps: list[int | None]) -> float:
+    return statistics.median(math.inf if s is None else s for s in steps)
 
 
 def _steps_to(build, loader: InMemoryLoader, lr: float, seed: int, target: float, max_steps: int,
               dtype: torch.dtype | None, window: int = 20) -> tuple[int | None, list[float]]:  # fmt: skip
-    """Train until the running training error (mean over the last ``window`` batches) reaches ``target``."""
+    """Train until the running training error (mean over the last ``window`` batches) reaches ``target``; the
+    step returned is the window's middle (the mean lags the net by half a window)."""
     torch.manual_seed(seed)
     model = build().to(loader.device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)  # "no regularization of any kind" (Fig. 1)
     errs, curve, step, epoch = [], [], 0, 0
     while step < max_steps:
         loader.set_epoch(epoch)
@@ -139,7 +130,7 @@ def _steps_to(build, loader: InMemoryLoader, lr: float, seed: int, target: float
             step += 1
             curve.append(statistics.fmean(errs[-window:]))
             if len(errs) >= window and curve[-1] <= target:
-                return step, curve
+                return step - window // 2, curve  # the window's mean describes its middle step
             if step >= max_steps:
                 break
         epoch += 1
@@ -147,12 +138,16 @@ def _steps_to(build, loader: InMemoryLoader, lr: float, seed: int, target: float
 
 
 def _relu_outcome(ctx: Context, steps: dict[str, list], rows: list, target: float, max_steps: int, speeds: dict,
-                  lrs: tuple) -> Outcome:  # fmt: skip
+                  lrs: tuple, best_lr: dict[str, float]) -> Outcome:  # fmt: skip
     tanh, relu = steps["tanh"], steps["relu"]
-    reading = [f"Steps of 128 images to {target:.0%} running training error (each net with its best lr of "
-               f"{list(lrs)}): ReLU {relu}, tanh {tanh} (per seed; None: not within {max_steps} steps)."]  # fmt: skip
+    reading = [f"Steps of 128 images to {target:.0%} running training error, each net at its best learning rate "
+               f"over the seeds (ReLU {best_lr['relu']}, tanh {best_lr['tanh']}, from {list(lrs)}): ReLU {relu}, "
+               f"tanh {tanh} (per seed; None: not within {max_steps} steps)."]  # fmt: skip
+    edge = [a for a, lr in best_lr.items() if lr in (min(lrs), max(lrs))]
+    if edge:
+        reading.append(f"The best rate of {', '.join(edge)} is at the edge of the grid: a wider grid might be faster.")
     numbers: dict[str, Any] = {"steps_relu": relu, "steps_tanh": tanh, "target": target, "max_steps": max_steps,
-                               "data": ctx.data}  # fmt: skip
+                               "data": ctx.data, "best_lr": best_lr}  # fmt: skip
     settle = None
     if any(s is None for s in relu + tanh):
         missing = [a for a, s in steps.items() if any(v is None for v in s)]
@@ -181,7 +176,7 @@ def _relu_outcome(ctx: Context, steps: dict[str, list], rows: list, target: floa
         reading.append(f"Measured on {ctx.data}; the paper's figure is on CIFAR-10 (`--data cifar10`).")
     fig = plot_steps(rows, ctx.out / "running_error.png", target, "Four-layer conv net: ReLU vs tanh (best lr each)")
     return Outcome(verdict, reading, numbers, [], rows, {"speeds": speeds}, [fig], settle,
-                   {"max_steps": max_steps, "batch_size": 128, "lr_grid": list(lrs), "images_per_s": speeds})  # fmt: skip
+                   {"steps": max_steps, "batch_size": 128, "lr_grid": list(lrs), "images_per_s": speeds})  # fmt: skip
 
 
 def lrn(ctx: Context) -> Outcome:
@@ -196,20 +191,20 @@ def lrn(ctx: Context) -> Outcome:
                       "VGG-A-LRN": lambda: nets.vgg_small("A", False, lrn=True, num_classes=k, in_chans=c)}, padded,
                      half, Recipe(lr=0.02, weight_decay=5e-4, warmup_epochs=1.0))  # fmt: skip
     pairs = {"AlexNet-style": (alex, "convnet4", "convnet4+LRN"), "VGG A vs A-LRN": (vgg, "VGG-A", "VGG-A-LRN")}
-    reading, helps, numbers = [], 0, {}
+    reading, gains, numbers = [], {}, {}
     for label, (trial, base, with_lrn) in pairs.items():
         p = paired(trial.final(base), trial.final(with_lrn), _resolution(trial))  # > 0: LRN better
-        helps += p.clear()
-        state = "LRN clearly better" if p.clear() else "LRN clearly worse" if p.clear_opposite() else "no clear difference"
+        gains[label] = p
+        state = ("LRN clearly better" if p.clear() else "LRN clearly worse" if p.clear_opposite() else
+                 f"a gain of 1 point or more ruled out" if p.at_most() else "inconclusive")  # fmt: skip
         reading.append(f"{label}: test error without LRN {pct_sd(trial.final(base))}, with LRN "
-                       f"{pct_sd(trial.final(with_lrn))}; LRN's gain {p.text()}: {state}.")  # fmt: skip
-        numbers[label] = {"without": trial.final(base), "with": trial.final(with_lrn), "gain_mean": p.mean, "gain_sd": p.sd}
-    verdict = HOLDS if helps == 0 else PARTLY if helps == 1 else NOT_AT_BUDGET
-    if not all(_learned(t, [b, w]) for t, b, w in pairs.values()):
-        verdict = NOT_AT_BUDGET
-        reading.append("Some runs did not learn beyond chance at this budget.")
-    if helps == 2:
-        reading.append("LRN helped both nets at this budget, against the claim (and with Krizhevsky et al.).")
+                       f"{pct_sd(trial.final(with_lrn))}; LRN's gain {p.text()}, 95% upper bound "
+                       f"{100 * p.upper():+.2f} points: {state}.")  # fmt: skip
+        numbers[label] = {"without": trial.final(base), "with": trial.final(with_lrn), "gain_mean": p.mean,
+                          "gain_sd": p.sd, "gain_upper": p.upper()}  # fmt: skip
+    verdict = V.no_gain(gains, all(_learned(t, [b, w]) for t, b, w in pairs.values()))
+    reading.append("Krizhevsky et al. (Section 3.3) report LRN cutting the test error of this four-layer net on "
+                   "CIFAR-10 from 13% to 11%; VGG's Table 3 has A-LRN at 29.7% top-1 against A's 29.6%.")  # fmt: skip
     tables = [(label, _table(t, [b, w])) for label, (t, b, w) in pairs.items()]
     figs = [plot_bars({f"{label}: {v}": t.final(v) for label, (t, b, w) in pairs.items() for v in (b, w)},
                       ctx.out / "test_error.png", "With and without LRN: final test error per seed")]  # fmt: skip
@@ -241,19 +236,13 @@ def stacks(ctx: Context) -> Outcome:
         f"Test error: 3x3 pairs {pct_sd(trial.final('3x3 pairs'))}, 5x5 singles {pct_sd(trial.final('5x5 singles'))}; "
         f"the 3x3 stack's gain {p.text()}.",
     ]  # fmt: skip
-    settle = None
-    if not fewer:
-        verdict = FALSE
-    elif not _learned(trial, list(variants)):
-        verdict, settle = NOT_AT_BUDGET, _settle(ctx)
-        reading.append("Some runs did not learn beyond chance at this budget.")
-    elif p.clear() or p.tied():
-        verdict = HOLDS
-    elif not p.clear_opposite():
-        verdict = PARTLY
-    else:
-        verdict, settle = NOT_AT_BUDGET, _settle(ctx)
-        reading.append("The 5x5 net is clearly more accurate at this budget.")
+    verdict = V.beats(p, _learned(trial, list(variants))) if fewer else FALSE
+    settle = _settle(ctx) if verdict == NOT_AT_BUDGET else None
+    reading.append({HOLDS: "The 3x3 stack is clearly more accurate, with fewer parameters.",
+                    PARTLY: "The 3x3 stack is as good (a loss of 1 point or more ruled out) with fewer parameters, "
+                            "but not clearly better.",
+                    FALSE: "The 5x5 net is clearly more accurate." if fewer else "The 3x3 stack is not smaller.",
+                    NOT_AT_BUDGET: "The seeds cannot tell the two apart at this budget."}[verdict])  # fmt: skip
     fig = plot_curves(trial, list(variants), "test_err", ctx.out / "test_error.png", "3x3 pairs vs 5x5 (same receptive field)")
     return Outcome(verdict, [r for r in reading if r], {**_numbers(trial, list(variants)), "cost": cost},
                    [("Per variant", _table(trial, list(variants), cost))], trial.rows, {"runs": trial.runs}, [fig],
@@ -269,20 +258,17 @@ def vgg_depth(ctx: Context) -> Outcome:
     res = _resolution(trial)
     deeper = paired(trial.final("VGG-11"), trial.final("VGG-16"), res)  # > 0: 16 better than 11
     last = paired(trial.final("VGG-16"), trial.final("VGG-19"), res)  # > 0: 19 better than 16
-    means = {v: statistics.fmean(trial.final(v)) for v in variants}
+    step13 = paired(trial.final("VGG-11"), trial.final("VGG-13"), res)
     reading = ["Test error at the end: " + ", ".join(f"{v} {pct_sd(trial.final(v))}" for v in variants) + ".",
-               f"VGG-16 vs VGG-11: {deeper.text()}; VGG-19 vs VGG-16: {last.text()}."]  # fmt: skip
-    saturates = not last.clear() or (deeper.mean > 0 and last.mean < deeper.mean / 3)
-    if not _learned(trial, list(variants)):
-        verdict, settle = NOT_AT_BUDGET, _settle(ctx)
-        reading.append("Some runs did not learn beyond chance at this budget.")
-    elif deeper.clear() and saturates:
-        verdict, settle = HOLDS, None
-    elif deeper.clear() or (saturates and means["VGG-16"] <= means["VGG-11"]):
-        verdict, settle = PARTLY, None
-    else:
-        verdict, settle = NOT_AT_BUDGET, _settle(ctx)
-        reading.append("Depth did not clearly help at this budget: deeper VGGs need more steps to pay off.")
+               f"Gain of each step in depth: 11 -> 13 {step13.text()}; 11 -> 16 {deeper.text()}; 16 -> 19 "
+               f"{last.text()}."]  # fmt: skip
+    verdict = V.saturates(deeper, last, _learned(trial, list(variants)))
+    settle = _settle(ctx) if verdict == NOT_AT_BUDGET else None
+    margin = max(V.MARGIN, deeper.mean / 3) if deeper.clear() else V.MARGIN
+    reading.append(f"VGG-16's gain over VGG-11: {deeper.state()}. VGG-19's gain over VGG-16 "
+                   + (f"is ruled out above {100 * margin:.2f} points (95% upper bound {100 * last.upper():+.2f}): "
+                      "depth stops paying." if last.at_most(margin) else
+                      f"is not bounded below {100 * margin:.2f} points (95% upper bound {100 * last.upper():+.2f})."))  # fmt: skip
     fig = plot_curves(trial, list(variants), "test_err", ctx.out / "test_error.png", "VGG-11/13/16/19 (BN, 1/4 width)")
     return Outcome(verdict, reading, _numbers(trial, list(variants)), [("Per depth", _table(trial, list(variants)))],
                    trial.rows, {"runs": trial.runs}, [fig], settle, trial.plan.as_dict())  # fmt: skip

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (UserError, ValueError, TypeError, FileNotFoundError) as exc:
+    except (UserError, ValueError, TypeError, OSError) as exc:  # OSError: missing files, permissions, full disk
         print(f"classicnets {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

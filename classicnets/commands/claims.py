@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--device", default="auto")
     r.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     r.add_argument("--root", default=None, metavar="DIR", help="where to write (default runs/claims)")
+    for key, what in (("subset", "training images per run"), ("epochs", "epochs per run"),
+                      ("steps", "steps per run (relu-6x, identity, gradient-flow)")):  # fmt: skip
+        r.add_argument(f"--{key}", type=int, default=None, help=f"pin the plan: {what} instead of sizing to --budget "
+                       "(a report's first line gives the pinned command that replays it)")  # fmt: skip
     r.set_defaults(handler=cmd_run)
     d = actions.add_parser("report", help="write the case study (markdown + figures) from the claims' last runs")
     d.add_argument("--out", default="docs/case-study.md", help="the markdown file (default %(default)s)")
@@ -57,15 +61,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    pin = {k: getattr(args, k) for k in ("subset", "epochs", "steps") if getattr(args, k) is not None}
+    if any(v < 1 for v in pin.values()):
+        raise ValueError(f"--subset, --epochs and --steps must be >= 1, got {pin}")
     from ..claims.run import run_claim
+    from .errors import UserError
 
     cache: dict = {}
     verdicts = []
     for name in names:
         print(f"== {name}: {get_claim(name).statement}", flush=True)
-        record = run_claim(name, budget=budget, seeds=args.seeds, data=args.data, data_dir=args.data_dir,
-                           device=args.device, threads=args.threads, root=args.root, cache=cache,
-                           say=lambda m: print(f"   {m}", flush=True))  # fmt: skip
+        try:
+            record = run_claim(name, budget=budget, seeds=args.seeds, data=args.data, data_dir=args.data_dir,
+                               device=args.device, threads=args.threads, root=args.root, cache=cache, pin=pin,
+                               say=lambda m: print(f"   {m}", flush=True))  # fmt: skip
+        except RuntimeError as exc:  # a net that diverged: one line, the last report kept
+            raise UserError(f"{name}: {exc}; its last report is unchanged") from None
         for line in record["reading"]:
             print(f"   - {line}")
         settle = f" (would settle: {record['settle']})" if record.get("settle") else ""

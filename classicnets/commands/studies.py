@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = DEGRADATION_DEFAULTS
     p = kinds.add_parser("degradation", help="plain vs residual nets of growing depth, one recipe (He et al. Fig. 6)")
     p.add_argument("--depths", default="20,32,44,56", help="comma-separated 6n+2 depths (default: %(default)s)")
+    p.add_argument("--families", default="plain,resnet", help="plain, resnet or both (default: %(default)s)")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--epochs", type=int, default=r["epochs"], help="default %(default)s")
@@ -112,6 +113,7 @@ def cmd_degradation(args: argparse.Namespace) -> int:
                     schedule=args.schedule, warmup_epochs=args.warmup_epochs, test_size=args.test_size or None,
                     amp="off" if args.no_amp else "auto", seeds=tuple(parse_list(args.seeds, int, "seed")))  # fmt: skip
     report = degradation(parse_list(args.depths, int, "depth"), data=args.data, recipe=recipe, device=args.device,
+                         families=parse_list(args.families, what="family"),
                          data_dir=args.data_dir, out=args.out, force=args.force, threads=args.threads)  # fmt: skip
     return _done(report)
 
