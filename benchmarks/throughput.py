@@ -17,7 +17,9 @@ The first line names the CPU class (AVX2 / AVX512 / AVX512-BF16 / AMX, or the GP
 ``classicnets.train.runtime.cpu_class``): it decides ``amp: auto``. Each repeat times every variant in turn
 (baseline first, then the others) for a time box of ``--seconds`` (whole steps; ``--steps N`` for a fixed
 count instead), so load from other processes hits all of them alike and a slow CPU runs fewer steps rather
-than longer; each repeat is printed as it is measured, and the figures are medians over the repeats. Achieved
+than longer; each repeat is printed as it is measured, and the figures are medians over the repeats.
+``ratio`` is the ratio of the medians; ``paired`` the median of the per-repeat ratios (each variant against
+the baseline measured seconds before it), the steadier of the two on a machine shared with other jobs. Achieved
 GFLOP/s counts the forward MACs from ``classicnets.summary`` x2 (multiply-add) x3 (forward +
 backward); the peaks are measured in the same run with an n^3 matmul, n = 4096 unless one product would
 take over 0.3 s (bf16 without native bf16: ~1 minute at 4096). Peak memory is each variant's
@@ -80,10 +82,9 @@ def variants(args: argparse.Namespace, model: str) -> list[Variant]:
     is fp32, the ablation has no separate bf16 row (it would time the same thing twice)."""
     import torch
 
-    from classicnets.train.runtime import amp_dtype, default_channels_last
+    from classicnets.train.runtime import amp_dtype
 
     native_bf16 = amp_dtype("auto", torch.device(args.device)) is not None
-    cl = default_channels_last(torch.device(args.device))
     out = [Variant("standard", "standard", False, False)]
     if args.ablation:
         out += [
@@ -97,10 +98,9 @@ def variants(args: argparse.Namespace, model: str) -> list[Variant]:
             out.append(Variant("+ torch.compile", "memory", True, True, compile=True))
             out.append(Variant("torch.compile, NCHW", "memory", True, False, compile=True))
         if args.batch2:
-            out.append(Variant(f"classicnets, batch x2{'' if cl else ', NCHW'}", "memory", True, cl,
-                               batch=SPECS[model].batch * 2))
+            out.append(Variant("classicnets, batch x2", "memory", True, True, batch=SPECS[model].batch * 2))
     else:
-        out.append(Variant("classicnets", "memory", True, cl, compile=args.compile and model != "lenet5_modern"))
+        out.append(Variant("classicnets", "memory", True, True, compile=args.compile and model != "lenet5_modern"))
     return out
 
 
@@ -281,6 +281,7 @@ def measure_model(name: str, args: argparse.Namespace, threads: int, seconds: fl
     vs = variants(args, name)
     print(f"\n{name}: input {'x'.join(map(str, spec.input))}, {macs / 1e6:,.1f} MMACs/image forward, "
           f"{f'{steps} steps' if steps else f'{seconds:g} s'} x {repeats} repeats; load {C.load()}")
+    print(f"  each repeat, img/s of: {' | '.join(v.name for v in vs)}")
     runners = [Runner(name, spec, v, data, args.device, args.workers) for v in vs]
     warm = 3 if not any(v.compile for v in vs) else 6
     for r in runners:
@@ -290,23 +291,24 @@ def measure_model(name: str, args: argparse.Namespace, threads: int, seconds: fl
     for k in range(repeats):
         for i, r in enumerate(runners):
             rates[i].append(r.time(steps, seconds))
-        print(f"  repeat {k + 1}/{repeats}: " + ", ".join(f"{v.name} {rs[-1]:,.0f}" for v, rs in zip(vs, rates))
+        print(f"  repeat {k + 1}/{repeats}: " + " | ".join(f"{rs[-1]:,.0f}" for rs in rates)
               + f" img/s; load {C.load()}")
     base = statistics.median(rates[0])
     print(f"  params standard {runners[0].params:,} / classicnets {runners[-1].params:,}")
-    print(f"  {'variant':<28} {'batch':>5} {'img/s':>9} {'min-max':>15} {'ratio':>6} {'GFLOP/s':>8} "
+    print(f"  {'variant':<28} {'batch':>5} {'img/s':>9} {'min-max':>15} {'ratio':>6} {'paired':>6} {'GFLOP/s':>8} "
           f"{'%bf16pk':>7} {'%fp32pk':>7}  peak memory")
     rows = []
     for v, r, rs in zip(vs, runners, rates):
         med = statistics.median(rs)
+        paired = statistics.median(x / b for x, b in zip(rs, rates[0]))  # robust to load that varies
         gflops = med * macs * 6 / 1e9
         mem = "-" if args.no_memory or args.quick else measure_memory(name, v, args.device, threads, args.workers)
         row = {"variant": v.name, "batch": r.batch, "img_s": med, "min": min(rs), "max": max(rs),
-               "ratio": med / base, "gflops": gflops, "pct_bf16_peak": 100 * gflops / peaks[0],
+               "ratio": med / base, "paired_ratio": paired, "gflops": gflops, "pct_bf16_peak": 100 * gflops / peaks[0],
                "pct_fp32_peak": 100 * gflops / peaks[1], "peak_rss": mem, "amp": str(r.dtype)}
         rows.append(row)
         print(f"  {v.name:<28} {r.batch:>5} {med:>9,.1f} {min(rs):>7,.0f}-{max(rs):<7,.0f} {med / base:>6.2f} "
-              f"{gflops:>8.1f} {row['pct_bf16_peak']:>6.1f}% {row['pct_fp32_peak']:>6.1f}%  {mem}")
+              f"{paired:>6.2f} {gflops:>8.1f} {row['pct_bf16_peak']:>6.1f}% {row['pct_fp32_peak']:>6.1f}%  {mem}")
     return {"macs": macs, "steps": steps, "seconds": None if steps else seconds, "repeats": repeats, "rows": rows}
 
 
@@ -315,8 +317,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default=None, help=f"comma-separated, from {','.join(SPECS)}")
     p.add_argument("--quick", action="store_true",
-                   help=f"{' + '.join(QUICK)}, 3 repeats of {QUICK_SECONDS:g} s, no memory runs: under 5 minutes")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 5, quick 3)")
+                   help=f"{' + '.join(QUICK)}, 5 repeats of {QUICK_SECONDS:g} s, no memory runs: about a minute")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 5)")
     p.add_argument("--seconds", type=float, default=None,
                    help=f"time box of one repeat of one variant, in whole steps (default {SECONDS:g}, quick "
                         f"{QUICK_SECONDS:g})")
@@ -349,7 +351,7 @@ def main() -> None:
     for n in names:
         if n not in SPECS:
             sys.exit(f"unknown model {n!r}; choose from {', '.join(SPECS)}")
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or 5
     seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     print(f"# {C.machine_line(args.device)}; {threads} threads; load {C.load()}")
     print(f"# command: {' '.join([Path(sys.executable).name, *sys.argv])}")
@@ -369,12 +371,13 @@ def main() -> None:
     results.update(peak_bf16=peak_bf16, peak_fp32=peak_fp32)
     print(f"\n# matmul peak again at the end: bf16 {end_bf16:,.0f}, fp32 {end_fp32:,.0f} GFLOP/s; using the higher "
           f"(bf16 {peak_bf16:,.0f}, fp32 {peak_fp32:,.0f}); load {C.load()}")
-    print(f"\n{'model':<14} {'variant':<28} {'img/s':>9} {'ratio':>6} {'GFLOP/s':>8} {'%bf16pk':>7} {'%fp32pk':>7}  "
+    print(f"\n{'model':<14} {'variant':<28} {'img/s':>9} {'ratio':>6} {'paired':>6} {'GFLOP/s':>8} {'%bf16pk':>7} {'%fp32pk':>7}  "
           "peak RSS")
     for name, m in results["models"].items():
         for row in m["rows"]:
             row["pct_bf16_peak"], row["pct_fp32_peak"] = 100 * row["gflops"] / peak_bf16, 100 * row["gflops"] / peak_fp32
-            print(f"{name:<14} {row['variant']:<28} {row['img_s']:>9,.1f} {row['ratio']:>6.2f} {row['gflops']:>8.1f} "
+            print(f"{name:<14} {row['variant']:<28} {row['img_s']:>9,.1f} {row['ratio']:>6.2f} {row['paired_ratio']:>6.2f} "
+                  f"{row['gflops']:>8.1f} "
                   f"{row['pct_bf16_peak']:>6.1f}% {row['pct_fp32_peak']:>6.1f}%  {row['peak_rss']}")
     print(f"\n# done; load {C.load()}; peak RSS of this process {C.peak_rss_mb():,.0f} MiB (VmHWM)")
     if args.json:

@@ -159,3 +159,21 @@ def test_throughput_script_prints_the_class_first_and_is_time_boxed() -> None:
     assert any("0.05 s x 1 repeats" in line for line in lines), out.stdout
     rows = [line.split() for line in lines if line.startswith("resnet20 ")]
     assert [r[1] for r in rows] == ["standard", "classicnets"] and all(float(r[2].replace(",", "")) > 0 for r in rows)
+
+
+@pytest.mark.parametrize("cls, autocast", [("AVX2", False), ("AVX512-BF16", True)])
+def test_run_header_names_the_cpu_class_and_amp_auto_follows_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 cls: str, autocast: bool) -> None:
+    """A training run's first line says which CPU class it ran on, and ``amp: auto`` autocasts only there
+    (a real run of the engine, with the class as detected replaced)."""
+    from classicnets.train import runtime
+    from classicnets.train.config import config_from_dict
+    from classicnets.train.engine import fit
+
+    monkeypatch.setattr(runtime, "cpu_class", lambda: cls)
+    lines: list[str] = []
+    cfg = config_from_dict(dict(model="lenet5_modern", data="fashion-mnist", subset=256, epochs=1, batch_size=128,
+                                threads=1, out_dir=str(tmp_path), tensorboard=False, name="run", progress=False))
+    fit(cfg, log=lines.append)
+    assert f"on cpu (CPU class {cls})" in lines[0], lines[0]
+    assert ("bfloat16 autocast" in lines[0]) == autocast, lines[0]

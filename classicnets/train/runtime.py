@@ -116,12 +116,6 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
 
 
-def default_channels_last(device: torch.device) -> bool:
-    """Whether classicnets trains in channels_last on ``device`` unless told otherwise (measured per class in
-    benchmarks/README.md, "Per CPU class")."""
-    return True
-
-
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
