@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 
 # The CPU classes this project tells apart, slowest first. What differs between them for training:
-# AVX2 has no bf16 arithmetic (autocast to bf16 runs 30-100x slower than fp32 there), AVX512 has wider
+# AVX2 has no bf16 arithmetic (bf16 convolutions and matmuls run 35-50x slower than fp32 there), AVX512 has wider
 # fp32 vectors, AVX512-BF16 multiplies bf16 natively (2-5x its fp32 matmul rate), AMX adds bf16 tile units.
 CPU_CLASSES = ("pre-AVX2", "AVX2", "AVX512", "AVX512-BF16", "AMX")
 _NATIVE_BF16 = ("AVX512-BF16", "AMX")
