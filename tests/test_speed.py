@@ -177,3 +177,32 @@ def test_run_header_names_the_cpu_class_and_amp_auto_follows_it(tmp_path: Path, 
     fit(cfg, log=lines.append)
     assert f"on cpu (CPU class {cls})" in lines[0], lines[0]
     assert ("bfloat16 autocast" in lines[0]) == autocast, lines[0]
+
+
+def test_train_step_takes_a_forward_without_a_truth_value() -> None:
+    """torch.compile's wrapper raises TypeError on len(), so ``forward or model`` broke every compiled step
+    (`--compile`, throughput.py's compile variants); the step must call the wrapper it is given."""
+    from torch import nn
+
+    from classicnets.train.step import train_step
+
+    class NoLen(nn.Module):  # what torch._dynamo's OptimizedModule does for a module without __len__
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return self.inner(x)
+
+        def __len__(self) -> int:
+            raise TypeError("no len()")
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    forward = NoLen(model)
+    x, y = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+    before = model[1].weight.detach().clone()
+    train_step(model, opt, x, y, loss_fn=nn.CrossEntropyLoss(), forward=forward)
+    assert forward.calls == 1 and not torch.equal(model[1].weight, before)
