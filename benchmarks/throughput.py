@@ -1,7 +1,7 @@
 """Training throughput (images/s) of classicnets vs the standard PyTorch recipe, side by side.
 
     python benchmarks/throughput.py                 # all models, a few minutes on 2 cores
-    python benchmarks/throughput.py --quick         # lenet5_modern + resnet20, short repeats
+    python benchmarks/throughput.py --quick         # lenet5_modern + resnet20, short repeats: < 5 min on any CPU
     python benchmarks/throughput.py --models resnet20,resnet56 --repeats 7
     python benchmarks/throughput.py --ablation      # add the intermediate variants (one technique at a time)
     python benchmarks/throughput.py --device cuda --compile
@@ -13,10 +13,16 @@ same augmentation (pad + random crop + horizontal flip):
 * ``classicnets``: the library's InMemoryLoader (whole dataset on the device, batched augmentation),
   bf16 autocast (where the hardware multiplies bf16 natively), channels_last, and the engine's step.
 
-Each repeat times ``--steps`` optimizer steps of every variant in turn (baseline first, then the others),
-so load from other processes hits all of them alike; the figures are medians over the repeats. Achieved
+The first line names the CPU class (AVX2 / AVX512 / AVX512-BF16 / AMX, or the GPU; see
+``classicnets.train.runtime.cpu_class``): it decides ``amp: auto``. Each repeat times every variant in turn
+(baseline first, then the others) for a time box of ``--seconds`` (whole steps; ``--steps N`` for a fixed
+count instead), so load from other processes hits all of them alike and a slow CPU runs fewer steps rather
+than longer; each repeat is printed as it is measured, and the figures are medians over the repeats.
+``ratio`` is the ratio of the medians; ``paired`` the median of the per-repeat ratios (each variant against
+the baseline measured seconds before it), the steadier of the two on a machine shared with other jobs. Achieved
 GFLOP/s counts the forward MACs from ``classicnets.summary`` x2 (multiply-add) x3 (forward +
-backward); the peaks are measured in the same run with a 4096^3 matmul. Peak memory is each variant's
+backward); the peaks are measured in the same run with an n^3 matmul, n = 4096 unless one product would
+take over 0.3 s (bf16 without native bf16: ~1 minute at 4096). Peak memory is each variant's
 VmHWM (peak resident set, /proc/self/status) in a fresh subprocess that runs a few of its steps.
 """
 
@@ -42,21 +48,20 @@ import _common as C  # noqa: E402
 class Spec:
     input: tuple[int, int, int]  # what the model sees (C, H, W)
     batch: int
-    steps: int  # steps per timed repeat
     data: str = "random"  # "fashion-mnist" (real, 28x28 padded to 32) or random uint8 images of `input`
     crop_padding: int = 4
-    quick_steps: int | None = None
 
 
 SPECS: dict[str, Spec] = {
-    "lenet5_modern": Spec((1, 32, 32), 256, 60, data="fashion-mnist", crop_padding=2, quick_steps=40),
-    "resnet20": Spec((3, 32, 32), 128, 8, quick_steps=5),
-    "resnet56": Spec((3, 32, 32), 128, 4),
-    "resnet18": Spec((3, 32, 32), 128, 2),
-    "alexnet": Spec((3, 224, 224), 16, 4),
-    "vgg16": Spec((3, 224, 224), 16, 2),
+    "lenet5_modern": Spec((1, 32, 32), 256, data="fashion-mnist", crop_padding=2),
+    "resnet20": Spec((3, 32, 32), 128),
+    "resnet56": Spec((3, 32, 32), 128),
+    "resnet18": Spec((3, 32, 32), 128),
+    "alexnet": Spec((3, 224, 224), 16),
+    "vgg16": Spec((3, 224, 224), 16),
 }
 QUICK = ("lenet5_modern", "resnet20")
+SECONDS, QUICK_SECONDS = 4.0, 2.0  # per repeat per variant
 
 
 @dataclass
@@ -72,16 +77,26 @@ class Variant:
 
 
 def variants(args: argparse.Namespace, model: str) -> list[Variant]:
+    """The variants to time for ``model``. ``amp=True`` is classicnets' ``amp: auto``: bf16 autocast only on a
+    CPU class that multiplies bf16 natively (classicnets.train.runtime.cpu_class), fp32 elsewhere; where it
+    is fp32, the ablation has no separate bf16 row (it would time the same thing twice)."""
+    import torch
+
+    from classicnets.train.runtime import amp_dtype
+
+    native_bf16 = amp_dtype("auto", torch.device(args.device)) is not None
     out = [Variant("standard", "standard", False, False)]
     if args.ablation:
         out += [
             Variant("memory loader, fp32 NCHW", "memory", False, False),
             Variant("+ channels_last", "memory", False, True),
-            Variant("+ bf16 (classicnets)", "memory", True, True),
-            Variant("+ fused SGD", "memory", True, True, fused=True),
         ]
+        if native_bf16:
+            out.append(Variant("+ bf16 (classicnets)", "memory", True, True))
+        out.append(Variant("+ fused SGD", "memory", True, True, fused=True))
         if args.compile:
             out.append(Variant("+ torch.compile", "memory", True, True, compile=True))
+            out.append(Variant("torch.compile, NCHW", "memory", True, False, compile=True))
         if args.batch2:
             out.append(Variant("classicnets, batch x2", "memory", True, True, batch=SPECS[model].batch * 2))
     else:
@@ -206,12 +221,16 @@ class Runner:
         self.correct = (logits.argmax(1) == y).sum()
         return len(y)
 
-    def time(self, steps: int) -> float:
-        """Images per second over ``steps`` steps, data loading included."""
+    def time(self, steps: int | None, seconds: float) -> float:
+        """Images per second, data loading included, over ``steps`` steps, or (``steps=None``) over whole
+        steps until ``seconds`` have passed: a time box keeps a slow CPU's run as short as a fast one's."""
         C.sync(self.device)
-        t0, n = time.perf_counter(), 0
-        for _ in range(steps):
+        t0, n, done = time.perf_counter(), 0, 0
+        while (done < steps) if steps else (done == 0 or time.perf_counter() - t0 < seconds):
             n += self.step()
+            done += 1
+            if not steps:
+                C.sync(self.device)
         C.sync(self.device)
         return n / (time.perf_counter() - t0)
 
@@ -252,13 +271,58 @@ def measure_memory(model_name: str, v: Variant, device: str, threads: int, worke
     return text
 
 
+def measure_model(name: str, args: argparse.Namespace, threads: int, seconds: float, repeats: int,
+                  peaks: tuple[float, float]) -> dict[str, Any]:
+    """Time every variant of ``name``, alternating, ``repeats`` times; print each repeat as it is measured,
+    then the model's table."""
+    spec, steps = SPECS[name], args.steps
+    macs = forward_macs(name, spec)
+    data = dataset(spec, max(spec.batch * 8, 512) if spec.input[-1] <= 64 else spec.batch * 4)
+    vs = variants(args, name)
+    print(f"\n{name}: input {'x'.join(map(str, spec.input))}, {macs / 1e6:,.1f} MMACs/image forward, "
+          f"{f'{steps} steps' if steps else f'{seconds:g} s'} x {repeats} repeats; load {C.load()}")
+    print(f"  each repeat, img/s of: {' | '.join(v.name for v in vs)}")
+    runners = [Runner(name, spec, v, data, args.device, args.workers) for v in vs]
+    warm = 3 if not any(v.compile for v in vs) else 6
+    for r in runners:
+        for _ in range(warm):
+            r.step()
+    rates: list[list[float]] = [[] for _ in runners]
+    for k in range(repeats):
+        for i, r in enumerate(runners):
+            rates[i].append(r.time(steps, seconds))
+        print(f"  repeat {k + 1}/{repeats}: " + " | ".join(f"{rs[-1]:,.0f}" for rs in rates)
+              + f" img/s; load {C.load()}")
+    base = statistics.median(rates[0])
+    print(f"  params standard {runners[0].params:,} / classicnets {runners[-1].params:,}")
+    print(f"  {'variant':<28} {'batch':>5} {'img/s':>9} {'min-max':>15} {'ratio':>6} {'paired':>6} {'GFLOP/s':>8} "
+          f"{'%bf16pk':>7} {'%fp32pk':>7}  peak memory")
+    rows = []
+    for v, r, rs in zip(vs, runners, rates):
+        med = statistics.median(rs)
+        paired = statistics.median(x / b for x, b in zip(rs, rates[0]))  # robust to load that varies
+        gflops = med * macs * 6 / 1e9
+        mem = "-" if args.no_memory or args.quick else measure_memory(name, v, args.device, threads, args.workers)
+        row = {"variant": v.name, "batch": r.batch, "img_s": med, "min": min(rs), "max": max(rs),
+               "ratio": med / base, "paired_ratio": paired, "gflops": gflops, "pct_bf16_peak": 100 * gflops / peaks[0],
+               "pct_fp32_peak": 100 * gflops / peaks[1], "peak_rss": mem, "amp": str(r.dtype)}
+        rows.append(row)
+        print(f"  {v.name:<28} {r.batch:>5} {med:>9,.1f} {min(rs):>7,.0f}-{max(rs):<7,.0f} {med / base:>6.2f} "
+              f"{paired:>6.2f} {gflops:>8.1f} {row['pct_bf16_peak']:>6.1f}% {row['pct_fp32_peak']:>6.1f}%  {mem}")
+    return {"macs": macs, "steps": steps, "seconds": None if steps else seconds, "repeats": repeats, "rows": rows}
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default=None, help=f"comma-separated, from {','.join(SPECS)}")
-    p.add_argument("--quick", action="store_true", help=f"{' + '.join(QUICK)}, 3 repeats, no memory runs")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 5, quick 3)")
-    p.add_argument("--steps", type=int, default=None, help="steps per repeat (default: per model)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"{' + '.join(QUICK)}, 5 repeats of {QUICK_SECONDS:g} s, no memory runs: about a minute")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 5)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help=f"time box of one repeat of one variant, in whole steps (default {SECONDS:g}, quick "
+                        f"{QUICK_SECONDS:g})")
+    p.add_argument("--steps", type=int, default=None, help="a fixed number of steps per repeat instead of --seconds")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--workers", type=int, default=0,
@@ -276,67 +340,44 @@ def main() -> None:
     if args.memory_child:
         return memory_child(args.memory_child)
 
+    sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is measured, even into a pipe
     import torch
 
+    from classicnets.train.runtime import device_class
+
+    print(f"# {device_class(args.device)}", flush=True)
     threads = C.set_threads(args.threads)
     names = args.models.split(",") if args.models else (list(QUICK) if args.quick else list(SPECS))
     for n in names:
         if n not in SPECS:
             sys.exit(f"unknown model {n!r}; choose from {', '.join(SPECS)}")
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or 5
+    seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
     print(f"# {C.machine_line(args.device)}; {threads} threads; load {C.load()}")
     print(f"# command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    peak_bf16 = C.matmul_peak(args.device, torch.bfloat16)
-    peak_fp32 = C.matmul_peak(args.device, torch.float32)
-    print(f"# matmul peak (4096^3): bf16 {peak_bf16:,.0f} GFLOP/s, fp32 {peak_fp32:,.0f} GFLOP/s; load {C.load()}")
+    peak_s = 1.0 if args.quick else 3.0
+    peak_bf16, n_bf16 = C.matmul_peak(args.device, torch.bfloat16, seconds=peak_s)
+    peak_fp32, n_fp32 = C.matmul_peak(args.device, torch.float32, seconds=peak_s)
+    print(f"# matmul peak: bf16 {peak_bf16:,.0f} GFLOP/s ({n_bf16}^3), fp32 {peak_fp32:,.0f} GFLOP/s ({n_fp32}^3); "
+          f"load {C.load()}")
     results = {"machine": C.machine_line(args.device), "threads": threads, "peak_bf16": peak_bf16,
                "peak_fp32": peak_fp32, "models": {}}
     for name in names:
-        spec = SPECS[name]
-        steps = args.steps or (spec.quick_steps if args.quick and spec.quick_steps else spec.steps)
-        macs = forward_macs(name, spec)
-        data = dataset(spec, max(spec.batch * 8, 512) if spec.input[-1] <= 64 else spec.batch * 4)
-        vs = variants(args, name)
-        runners = [Runner(name, spec, v, data, args.device, args.workers) for v in vs]
-        warm = 3 if not any(v.compile for v in vs) else 6
-        for r in runners:
-            for _ in range(warm):
-                r.step()
-        rates: list[list[float]] = [[] for _ in runners]
-        for _ in range(repeats):
-            for i, r in enumerate(runners):
-                rates[i].append(r.time(steps))
-        base = statistics.median(rates[0])
-        print(f"\n{name}: input {'x'.join(map(str, spec.input))}, {macs / 1e6:,.1f} MMACs/image forward, "
-              f"{steps} steps x {repeats} repeats, params standard {runners[0].params:,} / classicnets "
-              f"{runners[-1].params:,}; load {C.load()}")
-        print(f"  {'variant':<28} {'batch':>5} {'img/s':>9} {'min-max':>15} {'ratio':>6} {'GFLOP/s':>8} "
-              f"{'%bf16pk':>7} {'%fp32pk':>7}  peak memory")
-        rows = []
-        for v, r, rs in zip(vs, runners, rates):
-            med = statistics.median(rs)
-            gflops = med * macs * 6 / 1e9
-            mem = "-" if args.no_memory or args.quick else measure_memory(name, v, args.device, threads, args.workers)
-            row = {"variant": v.name, "batch": r.batch, "img_s": med, "min": min(rs), "max": max(rs),
-                   "ratio": med / base, "gflops": gflops, "pct_bf16_peak": 100 * gflops / peak_bf16,
-                   "pct_fp32_peak": 100 * gflops / peak_fp32, "peak_rss": mem, "amp": str(r.dtype)}
-            rows.append(row)
-            print(f"  {v.name:<28} {r.batch:>5} {med:>9,.1f} {min(rs):>7,.0f}-{max(rs):<7,.0f} {med / base:>6.2f} "
-                  f"{gflops:>8.1f} {row['pct_bf16_peak']:>6.1f}% {row['pct_fp32_peak']:>6.1f}%  {mem}")
-        results["models"][name] = {"macs": macs, "steps": steps, "repeats": repeats, "rows": rows}
-        del runners
+        results["models"][name] = measure_model(name, args, threads, seconds, repeats, (peak_bf16, peak_fp32))
     # Under load a single peak measurement reads low: measure again at the end and keep the higher.
-    end_bf16, end_fp32 = C.matmul_peak(args.device, torch.bfloat16), C.matmul_peak(args.device, torch.float32)
+    end_bf16 = C.matmul_peak(args.device, torch.bfloat16, seconds=peak_s)[0]
+    end_fp32 = C.matmul_peak(args.device, torch.float32, seconds=peak_s)[0]
     peak_bf16, peak_fp32 = max(peak_bf16, end_bf16), max(peak_fp32, end_fp32)
     results.update(peak_bf16=peak_bf16, peak_fp32=peak_fp32)
     print(f"\n# matmul peak again at the end: bf16 {end_bf16:,.0f}, fp32 {end_fp32:,.0f} GFLOP/s; using the higher "
           f"(bf16 {peak_bf16:,.0f}, fp32 {peak_fp32:,.0f}); load {C.load()}")
-    print(f"\n{'model':<14} {'variant':<28} {'img/s':>9} {'ratio':>6} {'GFLOP/s':>8} {'%bf16pk':>7} {'%fp32pk':>7}  "
+    print(f"\n{'model':<14} {'variant':<28} {'img/s':>9} {'ratio':>6} {'paired':>6} {'GFLOP/s':>8} {'%bf16pk':>7} {'%fp32pk':>7}  "
           "peak RSS")
     for name, m in results["models"].items():
         for row in m["rows"]:
             row["pct_bf16_peak"], row["pct_fp32_peak"] = 100 * row["gflops"] / peak_bf16, 100 * row["gflops"] / peak_fp32
-            print(f"{name:<14} {row['variant']:<28} {row['img_s']:>9,.1f} {row['ratio']:>6.2f} {row['gflops']:>8.1f} "
+            print(f"{name:<14} {row['variant']:<28} {row['img_s']:>9,.1f} {row['ratio']:>6.2f} {row['paired_ratio']:>6.2f} "
+                  f"{row['gflops']:>8.1f} "
                   f"{row['pct_bf16_peak']:>6.1f}% {row['pct_fp32_peak']:>6.1f}%  {row['peak_rss']}")
     print(f"\n# done; load {C.load()}; peak RSS of this process {C.peak_rss_mb():,.0f} MiB (VmHWM)")
     if args.json:

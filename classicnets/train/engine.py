@@ -36,6 +36,7 @@ from .runtime import (
     allocator,
     amp_dtype,
     barrier,
+    device_class,
     elastic_restarts,
     init_distributed,
     resolve_device,
@@ -610,7 +611,8 @@ def _header(run: Run) -> str:
     amp = f", {str(run.amp).replace('torch.', '')} autocast" if run.amp else ""
     procs = f", {run.info.world_size} processes" if run.info.enabled else ""
     return (f"{run.config.model} on {data.name} ({sizes['train']:,} train / {sizes['val']:,} val / {sizes['test']:,} "
-            f"test; {data.preprocessing.note()}) on {run.device}{amp}, {allocator()}{procs} -> {run.run_dir}")
+            f"test; {data.preprocessing.note()}) on {run.device} ({device_class(run.device)}){amp}, {allocator()}{procs} "
+            f"-> {run.run_dir}")
 
 
 def _progress(loader: Any, epoch: int, total: int, enabled: bool):

@@ -12,15 +12,73 @@ import torch
 import torch.distributed as dist
 
 
+# The CPU classes this project tells apart, slowest first. What differs between them for training:
+# AVX2 has no bf16 arithmetic (bf16 convolutions and matmuls run 35-50x slower than fp32 there), AVX512 has wider
+# fp32 vectors, AVX512-BF16 multiplies bf16 natively (2-5x its fp32 matmul rate), AMX adds bf16 tile units.
+CPU_CLASSES = ("pre-AVX2", "AVX2", "AVX512", "AVX512-BF16", "AMX")
+_NATIVE_BF16 = ("AVX512-BF16", "AMX")
+
+
+def _isa_rank(name: str) -> int:
+    """The CPU_CLASSES index a oneDNN ISA name (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) allows at most."""
+    name = name.strip().upper()
+    if name in ("", "ALL", "DEFAULT") or "AMX" in name:
+        return 4
+    if name.startswith(("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10")):
+        return 3
+    if name.startswith("AVX512"):
+        return 2
+    if name.startswith("AVX2"):
+        return 1
+    return 0
+
+
+def classify_cpu(flags: str | set[str], aten_capability: str | None = None, onednn_max_isa: str | None = None) -> str:
+    """The CPU class (one of CPU_CLASSES, or "other" off x86) from the /proc/cpuinfo ``flags`` line,
+    capped by what ATen's kernels dispatch to (``torch.backends.cpu.get_cpu_capability()``, which honours
+    ATEN_CPU_CAPABILITY) and by oneDNN's ISA limit (ONEDNN_MAX_CPU_ISA). The caps make an emulated class
+    honest: on an AVX512-BF16 machine, ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` reads as AVX2."""
+    flags = set(flags.split()) if isinstance(flags, str) else set(flags)
+    if not flags & {"sse2", "avx", "avx2"}:
+        return "other"
+    rank = 0
+    if {"avx2", "fma"} <= flags:
+        rank = 1
+        if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+            rank = 2 + ("avx512_bf16" in flags) + ({"amx_tile", "amx_bf16", "avx512_bf16"} <= flags)
+    cap = (aten_capability or "").upper()
+    if cap.startswith("AVX2"):
+        rank = min(rank, 1)
+    elif cap and not cap.startswith("AVX512"):  # DEFAULT / NO AVX: ATen's generic kernels
+        rank = 0
+    if onednn_max_isa:
+        rank = min(rank, _isa_rank(onednn_max_isa))
+    return CPU_CLASSES[rank]
+
+
 @lru_cache(maxsize=None)
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), so autocast pays off."""
+def cpu_class() -> str:
+    """This machine's CPU class as this process sees it (see :func:`classify_cpu`)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            flags = next((line.split(":", 1)[-1] for line in f if line.startswith("flags")), "")
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        flags = ""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return classify_cpu(flags, torch.backends.cpu.get_cpu_capability(), isa)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), so autocast pays off."""
+    return cpu_class() in _NATIVE_BF16
+
+
+def device_class(device: torch.device | str) -> str:
+    """What the run header and the benchmarks print: the CPU class, or the GPU's name."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    return f"CPU class {cpu_class()}"
 
 
 def allocator() -> str:

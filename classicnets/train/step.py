@@ -115,7 +115,7 @@ def train_step(
     backward (scaled for fp16), optional gradient clipping, the step and the EMA update.
     """
     with autocast(x.device, amp):
-        logits = (forward or model)(x)
+        logits = (model if forward is None else forward)(x)  # a compiled module has no truth value
         loss = loss_fn(logits.float(), y)
     loss_value = loss.item()
     if not math.isfinite(loss_value):
