@@ -270,3 +270,15 @@ def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "identity").exists()
+
+
+@pytest.mark.parametrize("size", [5, 4, 1])
+def test_band_lrn_is_torchs_local_response_norm(size):
+    import torch
+
+    from classicnets.claims.nets import BandLRN
+
+    x = torch.randn(3, 7, 6, 5, generator=torch.Generator().manual_seed(size)) * 4
+    ref = torch.nn.LocalResponseNorm(size, alpha=5e-4, beta=0.75, k=2.0)(x)
+    # fp32: the window sums differ only in summation order, a few ulps of values of order |x|
+    torch.testing.assert_close(BandLRN(size, 5e-4, 0.75, 2.0)(x), ref, rtol=1e-5, atol=1e-5)

@@ -13,6 +13,8 @@ They are the zoo's designs at a size a CPU trains in minutes, and each says how 
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..models.vgg import CONFIGS
@@ -37,9 +39,31 @@ def lenet5_with(act: str, num_classes: int = 10, in_chans: int = 1) -> nn.Module
     return model
 
 
-def krizhevsky_lrn() -> nn.LocalResponseNorm:
-    """AlexNet's LRN (k=2, n=5, alpha=1e-4, beta=0.75); PyTorch divides alpha by n, hence 5e-4."""
-    return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
+class BandLRN(nn.Module):
+    """nn.LocalResponseNorm's function, ``x / (k + alpha/n * sum of x^2 over n neighbouring channels)^beta``,
+    with the channel-window sum as a 1x1 convolution by a fixed 0/1 band matrix: one matmul instead of
+    PyTorch's padded 3-D average pool, ~10x faster on a CPU (tests/test_claims.py checks it equals
+    nn.LocalResponseNorm). No parameters, so twins with and without it share every weight."""
+
+    def __init__(self, size: int = 5, alpha: float = 5e-4, beta: float = 0.75, k: float = 2.0) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def band(self, channels: int, x: torch.Tensor) -> torch.Tensor:
+        c = torch.arange(channels, device=x.device)
+        lo, hi = c - self.size // 2, c + (self.size - 1) // 2  # torch's window: size//2 before, (size-1)//2 after
+        band = ((c[None, :] >= lo[:, None]) & (c[None, :] <= hi[:, None])).to(x.dtype)
+        return band[:, :, None, None]  # (C_out, C_in, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        squares = (x * x).float()
+        window = F.conv2d(squares, self.band(x.shape[1], squares))
+        return x * (self.k + self.alpha / self.size * window).pow(-self.beta).to(x.dtype)
+
+
+def krizhevsky_lrn() -> nn.Module:
+    """AlexNet's LRN (k=2, n=5, alpha=1e-4, beta=0.75); PyTorch's convention divides alpha by n, hence 5e-4."""
+    return BandLRN(size=5, alpha=5e-4, beta=0.75, k=2.0)
 
 
 def _pooled(size: int) -> int:
