@@ -83,7 +83,10 @@ def alexnet_size(ctx: Context) -> Outcome:
         f"{params['alexnet']:,}): about 60 million.",
         f"Neurons (every unit of every conv and FC layer's output for one 227x227 image): {neurons:,}, about "
         f"650 thousand as the paper says. \"650 million\" is a misquote, {650e6 / neurons:,.0f}x too many.",
-        f"conv1 alone holds {layers[0]['neurons']:,} of them ({layers[0]['neurons'] / neurons:.0%}).",
+        f"conv1 alone holds {layers[0]['neurons']:,} of them ({layers[0]['neurons'] / neurons:.0%}). The paper's "
+        f"Section 3 lists 253,440 for conv1, a figure no input size reproduces (253,440 / 96 = 2,640 is not a "
+        f"square; the 227x227 input that makes the stride-4 11x11 conv fit gives 55x55x96 = 290,400), which would make the total "
+        f"{neurons - layers[0]['neurons'] + 253_440:,}: either way about 650 thousand.",
     ]  # fmt: skip
     table = markdown_table(layers, ["layer", "type", "output", "neurons"])
     return Outcome(HOLDS if ok else FALSE, reading, numbers, [("Neurons per layer (alexnet_paper)", table)], layers)

@@ -48,7 +48,7 @@ def plain_vs_residual(ctx: Context, depths: tuple[int, ...] = (20, 32, 44, 56)) 
     means = {n: statistics.fmean(trial.final(n, key)) for n in names}
     reading.append("Mean training error by depth: plain " + " -> ".join(f"{means[f'plain{d}']:.2%}" for d in depths)
                    + "; residual " + " -> ".join(f"{means[f'resnet{d}']:.2%}" for d in depths) + ".")  # fmt: skip
-    learned = _learned(trial, names)
+    learned = _learned(trial, [f"plain{shallow}", f"resnet{shallow}"])  # a deep plain net failing IS the effect
     verdict = V.order({"plain degrades": plain, "residual improves": resid}, learned)
     settle = None
     if verdict != HOLDS:
