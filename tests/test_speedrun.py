@@ -74,8 +74,8 @@ def test_time_to_accuracy_eval_from_and_ema(tmp_path: Path) -> None:
     run, stdout = _tta(tmp_path, "--set", "epochs=3", "--set", "ema_decay=0.9", "--eval-from", "3",
                        "--target", "0.999")
     assert [e for e, _, _ in run["history"]] == [3] and run["epochs"] == 3
-    assert run["reached_s"] is None and run["config"]["ema_decay"] == 0.9
-    assert "not reached" in stdout
+    assert run["reached_s"] is None and run["config"]["ema_decay"] == 0.9 and not run["capped"]
+    assert "not reached" in stdout and "not reached in" not in stdout  # no cap: it just ended its epochs
 
 
 @pytest.mark.processes
@@ -83,5 +83,5 @@ def test_time_to_accuracy_max_minutes_stops_early(tmp_path: Path) -> None:
     """A 0-minute cap stops the run after its first epoch (evaluated even before --eval-from) and says so."""
     run, stdout = _tta(tmp_path, "--set", "epochs=5", "--eval-from", "5", "--max-minutes", "0",
                        "--target", "0.999")
-    assert [e for e, _, _ in run["history"]] == [1] and run["reached_s"] is None
+    assert [e for e, _, _ in run["history"]] == [1] and run["reached_s"] is None and run["capped"]
     assert "not reached in 0 min" in stdout
