@@ -1,16 +1,16 @@
-"""Speedrun nets: small, wide networks built from the classic families' blocks, for time to accuracy on a CPU.
+"""Speedrun nets: small, shallow networks built from the classic families' blocks, for time to accuracy on a CPU.
 
 The layout follows airbench's CIFAR-10 speedrun nets (Keller Jordan 2024), written with the blocks of this
 zoo: a VGG-style stem (3x3 conv, BatchNorm, ReLU), then three stages, each a VGG-style conv-BN-ReLU that
-widens the map followed by a 2x2 max-pool (pooling before the BN and ReLU, as airbench does, so they run on
+widens the channels, with a 2x2 max-pool (pooling before the BN and ReLU, as airbench does, so they run on
 a quarter of the pixels), then He et al.'s BasicBlock (two 3x3 convs with an identity shortcut) in
 ``speedrun_resnet``, or the same two convs without the shortcut in its plain twin ``speedrun_plain``. Global
 average pooling and one linear head, as the ResNets. At 28x28 the stages run on 14x14, 7x7 and 3x3 maps.
 
-Why this shape is fast on a CPU: every conv has at least 32 channels (oneDNN's bf16 convs run near the
-matmul peak at such widths, while ResNet-20's 16-channel convs reach about half of it), the network is
-shallow (7 convs: fewer BatchNorm/ReLU passes, which run far below the peak), and most of the work is
-on small maps after the pools.
+Why this shape is fast on a CPU: 10 convs (ResNet-20 has 19), so fewer BatchNorm/ReLU passes, which run far
+below the matmul peak; wider convs than ResNet-20's 16-channel stage, which oneDNN runs closer to the peak;
+and all but 3.7 M of the 20.8 M multiply-adds on 14x14 or smaller maps, after the pools. Measured: 0.49x
+ResNet-20's time per epoch (benchmarks/epoch_cost.py; benchmarks/README.md, speedrun section).
 
 Parameters at the default widths (16, 32, 64, 128), one input channel and 10 classes: 486,650 (both nets:
 the shortcuts are identities and add none); about 21M multiply-adds per 28x28 image, 0.7x ResNet-20's.
