@@ -19,6 +19,11 @@ split), since nothing is being selected.
   transforms in a DataLoader, fp32, NCHW, no label smoothing and no test-time flip; evaluation through a
   DataLoader too.
 
+``--eval-from K`` evaluates the classicnets path only after epoch K onward (and after the last epoch): a
+speedrun recipe reaches its target only at the end of its schedule, and each evaluation is in the clock.
+``--max-minutes M`` ends a run (either path) at its first evaluation past M minutes and reports it as
+"not reached in M min": the standard recipe beside a speedrun need not run to the end.
+
 Each (path, seed) runs in a fresh subprocess, paths alternating per seed, and the report gives the median
 and the spread (min-max) over seeds, with the load average before and after each run.
 """
@@ -43,6 +48,8 @@ DEFAULTS = {
     "lenet5_modern": ("fashion-lenet-fast", 0.91),
     "resnet20": ("fashion-resnet20", 0.94),
     "resnet18": ("fashion-resnet18", 0.95),  # the GPU target (torchvision's ResNet-18, CIFAR stem)
+    "speedrun_resnet": ("fashion-speedrun", 0.94),  # classicnets.models.speedrun (issue 15's speedrun)
+    "speedrun_plain": ("fashion-speedrun", 0.94),
 }
 
 
@@ -65,7 +72,7 @@ def run_classicnets(args: argparse.Namespace, seed: int) -> dict:
     from classicnets.train.engine import build_optimizer
     from classicnets.train.runtime import DistInfo, amp_dtype, resolve_device, seed_everything
     from classicnets.train.schedule import lr_at
-    from classicnets.train.step import evaluate, set_lr, train_step
+    from classicnets.train.step import EMA, evaluate, set_lr, train_step
 
     config = _config(args, seed)
     device = resolve_device(args.device)
@@ -82,24 +89,40 @@ def run_classicnets(args: argparse.Namespace, seed: int) -> dict:
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     steps_per_epoch = len(data.train)
     total_steps = min(config.epochs * steps_per_epoch, config.max_steps or math.inf)
+    ema = EMA(model, config.ema_decay) if config.ema_decay else None  # evaluated instead of the model, as fit
+    epochs = math.ceil(total_steps / steps_per_epoch)
     step, eval_s, history, reached = 0, 0.0, [], None
-    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
+    for epoch in range(epochs):
         data.train.set_epoch(epoch)
         model.train()
         for x, y in data.train:  # the step of classicnets.train.engine.fit
             if step >= total_steps:
                 break
             set_lr(optimizer, lr_at(step, config, steps_per_epoch, total_steps))
-            train_step(model, optimizer, x, y, loss_fn=loss_fn, amp=dtype, forward=train_model)
+            train_step(model, optimizer, x, y, loss_fn=loss_fn, amp=dtype, forward=train_model, ema=ema)
             step += 1
+        if not _evaluates(args, epoch, epochs, t_start):
+            continue
         t0 = time.perf_counter()
-        acc = evaluate(model, data.test, len(data.classes), amp=dtype, tta_flip=config.tta_flip)["acc"]
+        acc = evaluate(ema.model if ema else model, data.test, len(data.classes), amp=dtype,
+                       tta_flip=config.tta_flip)["acc"]
         eval_s += time.perf_counter() - t0
         reached = _record_epoch(history, epoch, acc, t_start, args.target)
-        if reached is not None:
+        if reached is not None or _out_of_time(args, t_start):
             break
-    return {"reached_s": reached, "eval_s": eval_s, "epochs": len(history), "final_acc": history[-1][1],
-            "history": history, "config": config.to_dict()}
+    return {"reached_s": reached, "eval_s": eval_s, "epochs": history[-1][0], "final_acc": history[-1][1],
+            "capped": reached is None and _out_of_time(args, t_start), "history": history,
+            "config": config.to_dict()}
+
+
+def _evaluates(args: argparse.Namespace, epoch: int, epochs: int, t_start: float) -> bool:
+    """Evaluate after this (0-based) epoch? From epoch ``--eval-from`` on, after the last one, and after any
+    epoch that ends past the ``--max-minutes`` cap (so a capped run still reports where it got)."""
+    return epoch + 1 >= args.eval_from or epoch + 1 == epochs or _out_of_time(args, t_start)
+
+
+def _out_of_time(args: argparse.Namespace, t_start: float) -> bool:
+    return args.max_minutes is not None and time.perf_counter() - t_start > 60 * args.max_minutes
 
 
 def _record_epoch(history: list, epoch: int, acc: float, t_start: float, target: float) -> float | None:
@@ -146,7 +169,7 @@ def run_standard(args: argparse.Namespace, seed: int) -> dict:
     step, eval_s, history, reached = 0, 0.0, [], None
     for epoch in range(config.epochs):
         model.train()
-        for x, y in train:
+        for x, y in train:  # (evaluated every epoch: --eval-from is the classicnets path's, as its recipe)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config, steps_per_epoch, total_steps)
             x, y = x.to(device), y.to(device)
@@ -164,10 +187,10 @@ def run_standard(args: argparse.Namespace, seed: int) -> dict:
         acc = correct / len(test.dataset)
         eval_s += time.perf_counter() - t0
         reached = _record_epoch(history, epoch, acc, t_start, args.target)
-        if reached is not None:
+        if reached is not None or _out_of_time(args, t_start):
             break
-    return {"reached_s": reached, "eval_s": eval_s, "epochs": len(history), "final_acc": history[-1][1],
-            "history": history}
+    return {"reached_s": reached, "eval_s": eval_s, "epochs": history[-1][0], "final_acc": history[-1][1],
+            "capped": reached is None and _out_of_time(args, t_start), "history": history}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -177,8 +200,10 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def fmt_s(v: float | None) -> str:
-    return "not reached" if v is None else f"{v:.1f} s"
+def fmt_s(v: float | None, cap: float | None = None) -> str:
+    if v is None:
+        return "not reached" + (f" in {cap:g} min" if cap is not None else "")
+    return f"{v:.1f} s"
 
 
 def main() -> None:
@@ -193,6 +218,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the standard path")
     p.add_argument("--allocator", choices=("jemalloc", "glibc"), default="jemalloc")
+    p.add_argument("--eval-from", type=int, default=1, metavar="K",
+                   help="classicnets path: evaluate only after epoch K onward (and after the last); default 1")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="stop a run after the first evaluation past M minutes (it reports 'not reached in M min')")
     p.add_argument("--json", default=None)
     p.add_argument("--child-path", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-seed", type=int, default=None, help=argparse.SUPPRESS)
@@ -224,7 +253,7 @@ def main() -> None:
             r.update(seed=seed, load_before=before, load_after=C.load())
             runs[path].append(r)
             curve = " ".join(f"{e}:{a:.2%}@{t:.0f}s" for e, a, t in r["history"])
-            print(f"{path:<12} seed {seed}: {fmt_s(r['reached_s'])} ({r['epochs']} epochs, eval {r['eval_s']:.1f} s, "
+            print(f"{path:<12} seed {seed}: {fmt_s(r['reached_s'], args.max_minutes if r['capped'] else None)} ({r['epochs']} epochs, eval {r['eval_s']:.1f} s, "
                   f"final {r['final_acc']:.2%}); load {before} -> {r['load_after']}\n    {curve}", flush=True)
     print()
     summary = {}
@@ -237,7 +266,8 @@ def main() -> None:
             line = f"median {med:.1f} s (min {min(ok):.1f}, max {max(ok):.1f}; spread {max(ok) - min(ok):.1f} s)"
         else:
             med = None
-            line = f"reached in {len(ok)}/{len(times)} seeds ({', '.join(fmt_s(t) for t in times)})"
+            caps = [args.max_minutes if r["capped"] else None for r in rs]
+            line = f"reached in {len(ok)}/{len(times)} seeds ({', '.join(fmt_s(t, c) for t, c in zip(times, caps))})"
         summary[path] = {"median_s": med, "times": times, "eval_s": evals}
         print(f"{path:<12} {args.model} to {args.target:.1%}: {line}; of which evaluation median "
               f"{statistics.median(evals):.1f} s; epochs {[r['epochs'] for r in rs]}")

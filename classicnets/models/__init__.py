@@ -1,7 +1,7 @@
 """The model zoo. Importing this package registers every model, in the order the papers appeared."""
 
 # isort: off
-from . import lenet, alexnet, vgg, resnet, cifar_resnet  # noqa: F401  (registration side effects)
+from . import lenet, alexnet, vgg, resnet, cifar_resnet, speedrun  # noqa: F401  (registration side effects)
 
 # isort: on
 from .base import ClassicNet

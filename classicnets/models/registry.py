@@ -51,7 +51,7 @@ class ModelCard:
     """
 
     name: str
-    family: str  # "lenet", "alexnet", "vgg", "resnet", "cifar_resnet"
+    family: str  # "lenet", "alexnet", "vgg", "resnet", "cifar_resnet", "speedrun"
     paper: str
     year: int
     default_input_size: tuple[int, int, int]  # (C, H, W)
