@@ -221,8 +221,9 @@ def test_a_malformed_verdict_reads_as_not_run(tmp_path, capsys):
     run_claim("stacked-3x3", root=tmp_path, say=lambda m: None)
     (tmp_path / "stacked-3x3" / "verdict.json").write_text('{"verdict": "holds"}')
     assert get_claim("stacked-3x3").status(tmp_path) is None
-    assert main(["claims", "report", "--root", str(tmp_path), "--out", str(tmp_path / "cs.md"),
-                 "--figures", str(tmp_path / "fig")]) == 0  # fmt: skip
+    assert main(["claims", "report", "--root", str(tmp_path), "--out", str(tmp_path / "doc" / "cs.md")]) == 0
+    text = (tmp_path / "doc" / "cs.md").read_text()
+    assert "Not run yet: `classicnets claims run stacked-3x3`" in text  # the malformed record is not trusted
     run_claim("stacked-3x3", root=tmp_path, say=lambda m: None)  # and a new run still keeps it
     assert len(list((tmp_path / "stacked-3x3" / "history").glob("*/verdict.json"))) == 1
 
@@ -252,6 +253,11 @@ def test_cli_lists_claims_with_their_status(tmp_path, capsys):
     out = capsys.readouterr().out
     assert all(c.name in out for c in CLAIMS)
     assert "HOLDS" in out.splitlines()[1] and out.count("not run") == len(CLAIMS) - 1
+    assert main(["claims", "report", "--root", str(tmp_path), "--out", str(tmp_path / "doc" / "case.md")]) == 0
+    text = (tmp_path / "doc" / "case.md").read_text()
+    assert "| [lenet5-params](#lenet5-params) | LeNet-5 | holds |" in text
+    assert "[claims/lenet5-params/report.md](claims/lenet5-params/report.md)" in text
+    assert (tmp_path / "doc" / "claims" / "lenet5-params" / "verdict.json").exists()  # the run, copied beside it
 
 
 def test_cli_runs_a_claim(tmp_path, capsys):

@@ -142,6 +142,8 @@ REFERENCE_COUNTS = {
     "resnet20": 269_722, "plain20": 269_722, "resnet32": 464_154, "plain32": 464_154,
     "resnet44": 658_586, "plain44": 658_586, "resnet56": 853_018, "plain56": 853_018,
     "resnet110": 1_727_962, "plain110": 1_727_962, "resnet1202": 19_421_274, "plain1202": 19_421_274,
+    # the speedrun net (classicnets' own, 1x28x28, 10 classes): its plain twin differs only in the skips
+    "speedrun_resnet": 486_650, "speedrun_plain": 486_650,
 }  # fmt: skip
 
 

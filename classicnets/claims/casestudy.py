@@ -28,10 +28,10 @@ INTRO = {
 }  # fmt: skip
 
 
-def write_case_study(out: Path, figures: Path, root: Path | None = None) -> Path:
-    """Write the case study to ``out`` (markdown) and copy the figures into ``figures`` (relative links)."""
+def write_case_study(out: Path, root: Path | None = None) -> Path:
+    """Write the case study to ``out`` (markdown) and copy each claim's last run (report, raw numbers, figures;
+    not its history) into ``claims/NAME/`` beside it, which the document links to."""
     root = root or CLAIMS_DIR
-    figures.mkdir(parents=True, exist_ok=True)
     lines = ["# The case study, tested", "",
              "Every claim a learner meets about LeNet-5, AlexNet, VGG and ResNet, run as an experiment with a "
              "verdict: **holds**, **holds partly**, **does not hold at this budget** (with what would settle it) "
@@ -53,28 +53,32 @@ def write_case_study(out: Path, figures: Path, root: Path | None = None) -> Path
     for net in NETS:
         lines += ["", f"## {net if net != 'all' else 'Across the four nets'}", "", INTRO[net]]
         for c in (c for c in CLAIMS if c.net == net):
-            lines += ["", *_section(c, records[c.name], root, figures, out.parent)]
+            lines += ["", *_section(c, records[c.name], root, out.parent)]
     text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return out
 
 
-def _section(claim, record: dict | None, root: Path, figures: Path, doc_dir: Path) -> list[str]:
+def _section(claim, record: dict | None, root: Path, doc_dir: Path) -> list[str]:
     lines = [f"### {claim.name}", "", f"> {claim.statement} ({claim.source})", ""]
     if record is None:
         return lines + [f"Not run yet: `classicnets claims run {claim.name}`."]
+    copy = doc_dir / "claims" / claim.name
+    if copy.exists():
+        shutil.rmtree(copy)
+    copy.mkdir(parents=True)
+    for f in (root / claim.name).iterdir():
+        if f.is_file():
+            shutil.copyfile(f, copy / f.name)
+    rel = Path(os.path.relpath(copy, doc_dir)).as_posix()
     settle = f" What would settle it: {record['settle']}." if record.get("settle") else ""
-    when = f"{record['date'][:10]}, {record['elapsed_s']:.0f} s, {record['threads']} threads on {record['device']}"
+    when = f"{record['date'][:10]}, {record['elapsed_s']:.0f} s, {record['threads']} thread(s) on {record['device']}"
     lines += [f"**Verdict: {record['verdict']}.**{settle}", "", f"Experiment: {claim.experiment}.", ""]
     lines += [f"- {r}" for r in record["reading"]]
     replay = f"; replay its exact plan: `{record['replay']}`" if record.get("replay") else ""
-    lines += ["", f"Command: `{record['command']}` ({when}){replay}; full report: "
-              f"`{(root / claim.name / 'report.md').as_posix()}`."]  # fmt: skip
-    for png in sorted((root / claim.name).glob("*.png")):
-        target = figures / f"{claim.name}-{png.name}"
-        shutil.copyfile(png, target)
-        rel = Path(os.path.relpath(target, doc_dir)).as_posix()
-        lines += ["", f"![{claim.name}: {png.stem}]({rel})"]
+    lines += ["", f"Command: `{record['command']}` ({when}){replay}. Full report and raw numbers: "
+              f"[{rel}/report.md]({rel}/report.md)."]  # fmt: skip
+    for png in sorted(copy.glob("*.png")):
+        lines += ["", f"![{claim.name}: {png.stem}]({rel}/{png.name})"]
     return lines
-

@@ -9,16 +9,20 @@ from typing import Any
 from ..studies.report import pyplot, save_figure
 
 
-def plot_curves(trial: Any, variants: list[str], key: str, path: Path, title: str) -> Path:
-    """``key`` per epoch for each variant: the mean over seeds as a line, min-max over seeds as a band."""
+def plot_curves(trial: Any, variants: list[str], key: str, path: Path, title: str,
+                styles: dict[str, dict[str, Any]] | None = None) -> Path:  # fmt: skip
+    """``key`` per epoch for each variant: the mean over seeds as a line, min-max over seeds as a band;
+    ``styles`` maps a variant to matplotlib line keywords (colour, dashes)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for v in variants:
         epochs = sorted({r["epoch"] for r in trial.rows if r["net"] == v})
         values = [[r[key] for r in trial.rows if r["net"] == v and r["epoch"] == e] for e in epochs]
         mean = [100 * statistics.fmean(vs) for vs in values]
-        ax.plot(epochs, mean, marker="o", ms=3, label=f"{v} ({100 * statistics.fmean(values[-1]):.2f}%)")
-        ax.fill_between(epochs, [100 * min(vs) for vs in values], [100 * max(vs) for vs in values], alpha=0.2)
+        style = (styles or {}).get(v, {})
+        line = ax.plot(epochs, mean, marker="o", ms=3, label=f"{v} ({100 * statistics.fmean(values[-1]):.2f}%)", **style)
+        ax.fill_between(epochs, [100 * min(vs) for vs in values], [100 * max(vs) for vs in values], alpha=0.12,
+                        color=line[0].get_color())  # fmt: skip
     seeds = len({r["seed"] for r in trial.rows})
     ax.set_xlabel("epoch")
     ax.set_ylabel(key.replace("_err", " error").replace("_", " ") + " (%)")

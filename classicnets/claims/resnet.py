@@ -49,16 +49,25 @@ def plain_vs_residual(ctx: Context, depths: tuple[int, ...] = (20, 32, 44, 56)) 
     reading.append("Mean training error by depth: plain " + " -> ".join(f"{means[f'plain{d}']:.2%}" for d in depths)
                    + "; residual " + " -> ".join(f"{means[f'resnet{d}']:.2%}" for d in depths) + ".")  # fmt: skip
     learned = _learned(trial, [f"plain{shallow}", f"resnet{shallow}"])  # a deep plain net failing IS the effect
-    verdict = V.order({"plain degrades": plain, "residual improves": resid}, learned)
+    # He et al.'s figure is after 64k iterations: a deep residual net still behind at a far smaller budget has
+    # not converged, which says nothing against the claim, so this claim is never "false" below that budget
+    verdict = HOLDS if learned and plain.clear() and resid.clear() else PARTLY if learned and plain.clear() else NOT_AT_BUDGET
+    if resid.clear_opposite():
+        reading.append(f"At this budget resnet{deep} is clearly *behind* resnet{shallow}: {deep} layers need more "
+                       f"steps to converge (He et al. trained {PAPER_IMAGES / max(images, 1):,.0f}x longer).")  # fmt: skip
     settle = None
     if verdict != HOLDS:
         hours = _budget_for(PAPER_IMAGES, images, ctx.budget_s) / 3600
         settle = (f"He et al.'s schedule: {PAPER_IMAGES:,} training images per net, {PAPER_IMAGES / max(images, 1):,.0f}x "
                   f"what this budget bought; at the speed measured here that is a budget of about {hours:,.0f} h "
                   "on this machine, so a GPU (`--device cuda`) with `--budget` sized to it "
-                  "(docs/case-study.md has a longer CPU run)")  # fmt: skip
-    fig = plot_curves(trial, names, key, ctx.out / "training_error.png", "Plain vs residual, depth 20 and 56")
-    test_fig = plot_curves(trial, names, "test_err", ctx.out / "test_error.png", "Plain vs residual: test error")
+                  "(docs/longer-runs/README.md has a longer CPU run)")  # fmt: skip
+    reds, blues = ("#fcae91", "#fb6a4a", "#de2d26", "#a50f15"), ("#9ecae1", "#6baed6", "#3182bd", "#08519c")
+    styles = {f"{f}{d}": {"color": (reds if f == "plain" else blues)[min(i, 3)], "ls": "--" if f == "plain" else "-"}
+              for i, d in enumerate(depths) for f in ("plain", "resnet")}  # fmt: skip
+    title = f"Plain (dashed, red) vs residual (solid, blue), depth {'/'.join(map(str, depths))}"
+    fig = plot_curves(trial, names, key, ctx.out / "training_error.png", title, styles)
+    test_fig = plot_curves(trial, names, "test_err", ctx.out / "test_error.png", title + ": test error", styles)
     numbers = {**_numbers(trial, names), "plain_gap_mean": plain.mean, "residual_gain_mean": resid.mean,
                "train_images_per_net": images}  # fmt: skip
     return Outcome(verdict, reading, numbers, [("Per net", _table(trial, names))], trial.rows, {"runs": trial.runs},

@@ -184,16 +184,19 @@ def _relu_outcome(ctx: Context, steps: dict[str, list], rows: list, target: floa
 
 
 def lrn(ctx: Context) -> Outcome:
-    """Two controlled pairs, half the budget each: the four-layer AlexNet-style net and VGG config A."""
+    """Two controlled pairs: the four-layer AlexNet-style net, sized to half the budget, and VGG config A on
+    the same plan (same images, epochs and seeds)."""
     splits, padded = ctx.splits(), ctx.splits(32)
     c, k = splits.shape[0], splits.num_classes
     half = Context(**{**ctx.__dict__, "budget_s": ctx.budget_s / 2})
     alex = controlled({"convnet4": lambda: nets.convnet4("relu", False, k, c, splits.shape[1]),
                        "convnet4+LRN": lambda: nets.convnet4("relu", True, k, c, splits.shape[1])}, splits, half,
                       Recipe(lr=0.02, weight_decay=5e-4, warmup_epochs=0.0))  # fmt: skip
+    if not half.pin:  # the VGG pair trains on the same plan, so one pinned command replays both pairs
+        half = Context(**{**half.__dict__, "pin": {"subset": alex.plan.subset, "epochs": alex.plan.epochs}})
     vgg = controlled({"VGG-A": lambda: nets.vgg_small("A", False, num_classes=k, in_chans=c),
                       "VGG-A-LRN": lambda: nets.vgg_small("A", False, lrn=True, num_classes=k, in_chans=c)}, padded,
-                     half, Recipe(lr=0.02, weight_decay=5e-4, warmup_epochs=1.0))  # fmt: skip
+                     half, Recipe(lr=0.01, weight_decay=5e-4, warmup_epochs=1.0))  # fmt: skip  (lr 0.01: the paper's)
     pairs = {"AlexNet-style": (alex, "convnet4", "convnet4+LRN"), "VGG A vs A-LRN": (vgg, "VGG-A", "VGG-A-LRN")}
     reading, gains, numbers = [], {}, {}
     for label, (trial, base, with_lrn) in pairs.items():

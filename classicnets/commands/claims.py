@@ -28,9 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.add_argument(f"--{key}", type=int, default=None, help=f"pin the plan: {what} instead of sizing to --budget "
                        "(a report's first line gives the pinned command that replays it)")  # fmt: skip
     r.set_defaults(handler=cmd_run)
-    d = actions.add_parser("report", help="write the case study (markdown + figures) from the claims' last runs")
+    d = actions.add_parser("report", help="write the case study (markdown, plus each claim's last run copied beside it) from runs/claims")
     d.add_argument("--out", default="docs/case-study.md", help="the markdown file (default %(default)s)")
-    d.add_argument("--figures", default="docs/figures/claims", help="where the figures are copied (default %(default)s)")
     d.add_argument("--root", default=None, metavar="DIR", help="where the reports live (default runs/claims)")
     d.set_defaults(handler=cmd_report)
 
@@ -94,6 +93,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from ..claims.casestudy import write_case_study
 
-    out = write_case_study(Path(args.out), Path(args.figures), Path(args.root) if args.root else None)
+    out = write_case_study(Path(args.out), Path(args.root) if args.root else None)
     print(f"case study: {out}")
     return 0
