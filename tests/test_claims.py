@@ -237,6 +237,10 @@ def test_twins_share_initial_weights_and_batches(tmp_path):
         assert len({r["init_digest"] for r in mine}) == 1  # the activation is the only difference
         assert len({r["batch_digest"] for r in mine}) == 1  # the same batches in the same order
     assert runs[0]["init_digest"] != runs[3]["init_digest"]  # another seed, other weights
+
+
+@pytest.mark.slow  # 8 nets x 2 seeds (~40 s); test_studies checks the same twins through the degradation study
+def test_plain_and_residual_twins_share_initial_weights_and_batches(tmp_path):
     run_claim("plain-vs-residual", budget=2, seeds=2, threads=1, root=tmp_path, say=lambda m: None)
     runs = json.loads((tmp_path / "plain-vs-residual" / "results.json").read_text())["runs"]
     for seed in (0, 1):
