@@ -12,7 +12,6 @@ this machine a few steps before the run (:func:`plan_budget`).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -163,11 +162,6 @@ class Trial:
         """``key`` at the end, one value per seed (seed order)."""
         return [r[key] for r in self.runs if r["net"] == variant]
 
-    def best(self, variant: str, key: str = "test_err") -> list[float]:
-        """The lowest ``key`` over the epochs, one value per seed."""
-        seeds = sorted({r["seed"] for r in self.runs})
-        return [min(r[key] for r in self.rows if r["net"] == variant and r["seed"] == s) for s in seeds]
-
 
 def controlled(variants: dict[str, Builder], splits: Splits, ctx: Context, recipe: Recipe, *, min_epochs: int = 4,
                max_epochs: int = 60) -> Trial:  # fmt: skip
@@ -208,11 +202,3 @@ def subset_of(splits: Splits, n: int, seed: int) -> ArrayDataset:
         return train
     pick = torch.randperm(len(train), generator=seeded_generator(seed, "subset"))[:n]
     return train.subset(pick.sort().values)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def finite(values: list[float]) -> bool:
-    return all(math.isfinite(v) for v in values)

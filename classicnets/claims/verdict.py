@@ -109,10 +109,6 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
 
 
-def pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
 def pct_sd(values: list[float]) -> str:
     """``12.34% ± 0.56`` (mean ± sd over seeds, in points)."""
     m, s = mean_sd(values)
